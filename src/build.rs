@@ -1,0 +1,200 @@
+//! The build: app directory to layers, base image to config and manifest.
+
+use std::path::{Path, PathBuf};
+
+use tracing::{info, warn};
+
+use crate::base::{BaseImage, BaseLocation};
+use crate::dockerignore::DockerIgnore;
+use crate::error::{Error, Result};
+use crate::files::FileList;
+use crate::handler::{self, Handler, ResolvedHandler};
+use crate::image::{assemble, AddedLayer, ConfigChanges, Image};
+use crate::layer::{write_layer, LayerOptions, DEFAULT_EPOCH};
+use crate::node_version::{choose_major, LAMBDA_NODE_BASE};
+use crate::platform::Platform;
+use crate::progress::{Event, Progress};
+use crate::registry::RegistryClient;
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    pub app_dir: PathBuf,
+    /// The base image; `None` picks the Lambda Node.js image matching `engines.node`.
+    pub base: Option<BaseLocation>,
+    /// The handler as `MODULE.FUNCTION`; `None` detects it.
+    pub handler: Option<String>,
+    pub platform: Platform,
+    pub compression_level: u32,
+    /// Seconds since the epoch for every timestamp; `None` reads `SOURCE_DATE_EPOCH`.
+    pub epoch: Option<i64>,
+}
+
+/// A built image with its base; the layer files live as long as this value.
+pub struct Built {
+    pub image: Image,
+    pub base: BaseImage,
+    pub handler: ResolvedHandler,
+    _work_dir: tempfile::TempDir,
+}
+
+/// Builds the image that `request` describes. Nothing in the app directory is modified.
+pub async fn build(
+    request: &BuildRequest,
+    client: &RegistryClient,
+    progress: &dyn Progress,
+) -> Result<Built> {
+    let epoch = match request.epoch {
+        Some(epoch) => epoch,
+        None => source_date_epoch()?,
+    };
+    let app_dir = request.app_dir.clone();
+    let package = read_package_json(&app_dir)?;
+
+    let ignore = DockerIgnore::load(&app_dir)?;
+    let scan_dir = app_dir.clone();
+    let files = tokio::task::spawn_blocking(move || FileList::scan(&scan_dir, &ignore))
+        .await
+        .expect("the scan task does not panic")?;
+    progress.report(Event::Scanned {
+        entries: files.entries().len(),
+    });
+
+    let resolved = match &request.handler {
+        Some(text) => handler::resolve(&text.parse::<Handler>()?, &files)?,
+        None => handler::detect(&files)?,
+    };
+    info!(handler = %resolved.handler, module = %resolved.module_file, "handler");
+
+    let base_location = match &request.base {
+        Some(location) => location.clone(),
+        None => default_base(&package)?,
+    };
+    let base = BaseImage::load(base_location, &request.platform, client).await?;
+
+    let options = LayerOptions {
+        mtime: epoch,
+        compression_level: request.compression_level,
+    };
+    let work_dir = tempfile::Builder::new()
+        .prefix("lambda-image-")
+        .tempdir()
+        .map_err(|e| Error::io("create a temporary folder in", std::env::temp_dir(), e))?;
+    let blob_dir = work_dir.path().to_path_buf();
+    let (files, added) = tokio::task::spawn_blocking(move || {
+        write_app_layers(&files, &options, &blob_dir).map(|added| (files, added))
+    })
+    .await
+    .expect("the layer task does not panic")?;
+    drop(files);
+    for layer in &added {
+        progress.report(Event::LayerWritten {
+            name: if layer.created_by.contains("node_modules") {
+                "dependencies"
+            } else {
+                "app"
+            },
+            digest: &layer.blob.digest,
+            size: layer.blob.size,
+            entries: layer.blob.entry_count,
+        });
+    }
+
+    let handler_text = resolved.handler.to_string();
+    let changes = ConfigChanges {
+        handler: &handler_text,
+        platform: &base.platform,
+        created: epoch,
+    };
+    let image = assemble(&base, &added, &changes)?;
+    Ok(Built {
+        image,
+        base,
+        handler: resolved,
+        _work_dir: work_dir,
+    })
+}
+
+/// Writes the dependency layer (when there is a `node_modules`) and the app layer, so an app
+/// change leaves the dependency layer's digest, and its upload, untouched.
+fn write_app_layers(
+    files: &FileList,
+    options: &LayerOptions,
+    blob_dir: &Path,
+) -> Result<Vec<AddedLayer>> {
+    let (dependencies, app): (Vec<_>, Vec<_>) = files
+        .entries()
+        .iter()
+        .partition(|entry| entry.is_dependency());
+    let mut added = Vec::new();
+    if !dependencies.is_empty() {
+        added.push(AddedLayer {
+            blob: write_layer(dependencies, options, blob_dir)?,
+            created_by: "lambda-image: COPY node_modules /var/task/node_modules".to_string(),
+        });
+    }
+    added.push(AddedLayer {
+        blob: write_layer(app, options, blob_dir)?,
+        created_by: "lambda-image: COPY app files /var/task".to_string(),
+    });
+    Ok(added)
+}
+
+/// Reads `SOURCE_DATE_EPOCH`, the reproducible-builds convention for a fixed timestamp.
+pub fn source_date_epoch() -> Result<i64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Err(_) => Ok(DEFAULT_EPOCH),
+        Ok(value) if value.trim().is_empty() => Ok(DEFAULT_EPOCH),
+        Ok(value) => match value.trim().parse::<i64>() {
+            Ok(seconds) if seconds >= 0 => Ok(seconds),
+            _ => Err(Error::Environment {
+                name: "SOURCE_DATE_EPOCH",
+                value,
+                reason: "expected a whole number of seconds since 1970-01-01 UTC, such as `git log -1 --format=%ct`".to_string(),
+            }),
+        },
+    }
+}
+
+/// Reads and parses `package.json`, which every Node.js app has.
+fn read_package_json(app_dir: &Path) -> Result<serde_json::Value> {
+    let path = app_dir.join("package.json");
+    if !app_dir.is_dir() {
+        // Let the scan report a missing or non-directory app folder in its own words.
+        return FileList::scan(app_dir, &DockerIgnore::empty()).map(|_| serde_json::Value::Null);
+    }
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::AppDirectory {
+                path: app_dir.to_path_buf(),
+                reason: "has no package.json; pass the folder of a Node.js app, or create one with `npm init`".to_string(),
+            })
+        }
+        Err(e) => return Err(Error::io("read", path, e)),
+    };
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(value) if value.is_object() => Ok(value),
+        Ok(_) => Err(Error::AppFile {
+            path,
+            reason: "is not a JSON object; fix the file so that `npm install` accepts it".to_string(),
+        }),
+        Err(e) => Err(Error::AppFile {
+            path,
+            reason: format!("is not valid JSON (line {}, column {}); fix the file so that `npm install` accepts it", e.line(), e.column()),
+        }),
+    }
+}
+
+/// `public.ecr.aws/lambda/nodejs:<major>` for the major `engines.node` asks for.
+fn default_base(package: &serde_json::Value) -> Result<BaseLocation> {
+    let engines = package
+        .get("engines")
+        .and_then(|e| e.get("node"))
+        .and_then(|n| n.as_str());
+    let choice = choose_major(engines);
+    if let Some(warning) = &choice.warning {
+        warn!("{warning}");
+    }
+    format!("{LAMBDA_NODE_BASE}:{}", choice.major).parse()
+}

@@ -1,0 +1,40 @@
+//! Progress reporting: the library reports events, the command-line tool draws them.
+
+use crate::digest::Digest;
+
+/// Something that happened during a build or push.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// The app directory was scanned.
+    Scanned { entries: usize },
+    /// A layer was written: `name` is `dependencies` or `app`.
+    LayerWritten {
+        name: &'a str,
+        digest: &'a Digest,
+        size: u64,
+        entries: usize,
+    },
+    /// The registry already had the blob.
+    BlobPresent { digest: &'a Digest, size: u64 },
+    /// The registry linked the blob from another repository.
+    BlobMounted { digest: &'a Digest, size: u64 },
+    /// The blob was uploaded.
+    BlobUploaded { digest: &'a Digest, size: u64 },
+    /// The manifest was stored under a tag.
+    ManifestPushed {
+        reference: &'a str,
+        digest: &'a Digest,
+    },
+}
+
+/// Receives progress events; implementations must not block for long.
+pub trait Progress: Send + Sync {
+    fn report(&self, event: Event<'_>);
+}
+
+/// Ignores every event.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn report(&self, _event: Event<'_>) {}
+}

@@ -1,0 +1,577 @@
+//! The registry HTTP API (OCI distribution spec): manifests, blob checks, uploads and
+//! mounts, with the Basic and Bearer token authentication flows.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use reqwest::header::{
+    HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE,
+};
+use reqwest::{RequestBuilder, Response, StatusCode};
+use tracing::debug;
+use url::Url;
+
+use super::auth::{parse_challenge, Challenge, Credentials, DockerConfig};
+use super::error::RegistryError;
+use crate::digest::Digest;
+use crate::media_type::{MediaType, MANIFEST_ACCEPT};
+use crate::reference::Reference;
+
+/// Largest manifest or index this client reads or writes: the limit ECR and most registries
+/// apply, and a guard against hostile servers.
+pub const MAX_MANIFEST_SIZE: usize = 4 * 1024 * 1024;
+
+/// Largest token or error response read into memory.
+const MAX_SMALL_BODY: usize = 1024 * 1024;
+
+/// The permission a request needs on a repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    Pull,
+    Push,
+}
+
+impl Access {
+    fn scope_actions(self) -> &'static str {
+        match self {
+            Access::Pull => "pull",
+            Access::Push => "pull,push",
+        }
+    }
+}
+
+/// Settings for [`RegistryClient`].
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// How long a request may wait for the next bytes from the registry.
+    pub read_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            read_timeout: Duration::from_secs(300),
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A manifest or index as fetched: its exact bytes, media type and digest.
+#[derive(Debug, Clone)]
+pub struct FetchedManifest {
+    pub bytes: Vec<u8>,
+    pub media_type: MediaType,
+    pub digest: Digest,
+}
+
+/// A client for any number of registries, sharing connections and tokens.
+pub struct RegistryClient {
+    http: reqwest::Client,
+    docker_config: DockerConfig,
+    credentials: Mutex<HashMap<String, Credentials>>,
+    /// `Authorization` values by registry and scope, reused until a registry rejects one.
+    authorizations: Mutex<HashMap<(String, String), String>>,
+}
+
+impl RegistryClient {
+    pub fn new(options: &ClientOptions) -> Result<RegistryClient, RegistryError> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("lambda-image/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.read_timeout)
+            .build()
+            .map_err(|e| {
+                RegistryError::new("-", "set up the HTTP client").with_detail(error_chain(&e))
+            })?;
+        Ok(RegistryClient {
+            http,
+            docker_config: DockerConfig::load(),
+            credentials: Mutex::new(HashMap::new()),
+            authorizations: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Uses `credentials` for `registry` in place of any from Docker's config.json.
+    pub fn set_credentials(&self, registry: &str, credentials: Credentials) {
+        lock(&self.credentials).insert(registry.to_string(), credentials);
+        lock(&self.authorizations).retain(|(host, _), _| host != registry);
+    }
+
+    fn credentials_for(&self, registry: &str) -> Option<Credentials> {
+        if let Some(credentials) = lock(&self.credentials).get(registry) {
+            return Some(credentials.clone());
+        }
+        self.docker_config.credentials(registry).cloned()
+    }
+
+    /// The `/v2/<repository>` URL of `reference`'s repository.
+    pub fn repository_url(&self, reference: &Reference) -> String {
+        let scheme = if reference.is_loopback() {
+            "http"
+        } else {
+            "https"
+        };
+        format!(
+            "{scheme}://{}/v2/{}",
+            reference.registry_api_host(),
+            reference.repository()
+        )
+    }
+
+    /// Fetches the manifest or index that `reference` names, verifying a digest reference.
+    pub async fn get_manifest(
+        &self,
+        reference: &Reference,
+    ) -> Result<FetchedManifest, RegistryError> {
+        let operation = format!("pull manifest {}", reference);
+        let url = format!(
+            "{}/manifests/{}",
+            self.repository_url(reference),
+            reference.manifest_reference()
+        );
+        let response = self
+            .send(reference, Access::Pull, &operation, || {
+                self.http.get(&url).header(ACCEPT, MANIFEST_ACCEPT)
+            })
+            .await?;
+        let response = expect_status(
+            response,
+            &[StatusCode::OK],
+            reference.registry(),
+            &operation,
+        )
+        .await?;
+        let header_type =
+            header_string(response.headers(), CONTENT_TYPE.as_str()).map(str::to_string);
+        let bytes = read_limited(
+            response,
+            MAX_MANIFEST_SIZE,
+            reference.registry(),
+            &operation,
+        )
+        .await?;
+        let digest = Digest::of(&bytes);
+        if let Some(expected) = reference.digest() {
+            if *expected != digest {
+                return Err(
+                    RegistryError::new(reference.registry(), operation).with_detail(format!(
+                        "the registry returned content with digest {digest}"
+                    )),
+                );
+            }
+        }
+        let media_type = crate::manifest::sniff_media_type(&bytes)
+            .filter(|m| m.is_index() || m.is_manifest())
+            .or_else(|| {
+                header_type
+                    .map(|t| MediaType::parse(t.split(';').next().unwrap_or_default().trim()))
+            })
+            .ok_or_else(|| {
+                RegistryError::new(reference.registry(), &operation)
+                    .with_detail("the response is not a manifest")
+            })?;
+        Ok(FetchedManifest {
+            bytes,
+            media_type,
+            digest,
+        })
+    }
+
+    /// Starts a blob download; the caller streams and verifies the body.
+    pub async fn get_blob(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+    ) -> Result<Response, RegistryError> {
+        let operation = format!("pull blob {digest} from {}", reference.repository());
+        let url = format!("{}/blobs/{digest}", self.repository_url(reference));
+        let response = self
+            .send(reference, Access::Pull, &operation, || self.http.get(&url))
+            .await?;
+        expect_status(
+            response,
+            &[StatusCode::OK],
+            reference.registry(),
+            &operation,
+        )
+        .await
+    }
+
+    /// Reports whether the repository already has the blob.
+    pub async fn blob_exists(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+        access: Access,
+    ) -> Result<bool, RegistryError> {
+        let operation = format!("check blob {digest} in {}", reference.repository());
+        let url = format!("{}/blobs/{digest}", self.repository_url(reference));
+        let response = self
+            .send(reference, access, &operation, || self.http.head(&url))
+            .await?;
+        match response.status() {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(status_error(response, reference.registry(), &operation).await),
+        }
+    }
+
+    /// Asks the registry to link a blob from another repository of the same registry.
+    /// Returns `false` when the registry declined and a normal upload is needed.
+    pub async fn mount_blob(
+        &self,
+        target: &Reference,
+        digest: &Digest,
+        from: &str,
+    ) -> Result<bool, RegistryError> {
+        let operation = format!("mount blob {digest} into {}", target.repository());
+        let mut url = Url::parse(&format!("{}/blobs/uploads/", self.repository_url(target)))
+            .map_err(|e| {
+                RegistryError::new(target.registry(), &operation).with_detail(e.to_string())
+            })?;
+        url.query_pairs_mut()
+            .append_pair("mount", &digest.to_string())
+            .append_pair("from", from);
+        let response = self
+            .send(target, Access::Push, &operation, || {
+                self.http.post(url.clone()).header(CONTENT_LENGTH, 0)
+            })
+            .await?;
+        match response.status() {
+            StatusCode::CREATED => Ok(true),
+            // 202 opens an ordinary upload session instead; it expires unused on the registry.
+            StatusCode::ACCEPTED => Ok(false),
+            _ => Err(status_error(response, target.registry(), &operation).await),
+        }
+    }
+
+    /// Uploads a blob in one request (POST, then a PUT with the whole body), the mode ECR
+    /// requires: it rejects chunks under 5 MiB and mishandles several PATCH requests.
+    ///
+    /// `body` is called for each attempt and must produce the blob's bytes from the start.
+    pub async fn upload_blob(
+        &self,
+        target: &Reference,
+        digest: &Digest,
+        size: u64,
+        body: impl Fn() -> reqwest::Body,
+    ) -> Result<(), RegistryError> {
+        let operation = format!("push blob {digest} to {}", target.repository());
+        if size == 0 {
+            return Err(RegistryError::new(target.registry(), &operation)
+                .with_detail("refusing to upload an empty blob, which ECR rejects"));
+        }
+        let start_url = format!("{}/blobs/uploads/", self.repository_url(target));
+        let response = self
+            .send(target, Access::Push, &operation, || {
+                self.http.post(&start_url).header(CONTENT_LENGTH, 0)
+            })
+            .await?;
+        // The spec says 202; ECR has been seen to answer 201.
+        let response = expect_status(
+            response,
+            &[StatusCode::ACCEPTED, StatusCode::CREATED],
+            target.registry(),
+            &operation,
+        )
+        .await?;
+        let location = upload_location(&response, &start_url).map_err(|detail| {
+            RegistryError::new(target.registry(), &operation).with_detail(detail)
+        })?;
+
+        let mut put_url = location;
+        put_url
+            .query_pairs_mut()
+            .append_pair("digest", &digest.to_string());
+        let response = self
+            .send(target, Access::Push, &operation, || {
+                self.http
+                    .put(put_url.clone())
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_LENGTH, size)
+                    .body(body())
+            })
+            .await?;
+        expect_status(
+            response,
+            &[
+                StatusCode::CREATED,
+                StatusCode::ACCEPTED,
+                StatusCode::NO_CONTENT,
+            ],
+            target.registry(),
+            &operation,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Uploads a manifest under `reference`'s tag (or digest) and returns the digest the
+    /// registry reports, which must equal the digest of `bytes`.
+    pub async fn put_manifest(
+        &self,
+        reference: &Reference,
+        bytes: &[u8],
+        media_type: &MediaType,
+    ) -> Result<Digest, RegistryError> {
+        let operation = format!("push manifest {reference}");
+        let digest = Digest::of(bytes);
+        let url = format!(
+            "{}/manifests/{}",
+            self.repository_url(reference),
+            reference.manifest_reference()
+        );
+        let response = self
+            .send(reference, Access::Push, &operation, || {
+                self.http
+                    .put(&url)
+                    .header(CONTENT_TYPE, media_type.as_str())
+                    .body(bytes.to_vec())
+            })
+            .await?;
+        let response = expect_status(
+            response,
+            &[StatusCode::CREATED, StatusCode::OK],
+            reference.registry(),
+            &operation,
+        )
+        .await?;
+        if let Some(reported) = header_string(response.headers(), "docker-content-digest") {
+            if reported != digest.to_string() {
+                return Err(
+                    RegistryError::new(reference.registry(), operation).with_detail(format!(
+                        "the registry stored digest {reported}, expected {digest}"
+                    )),
+                );
+            }
+        }
+        Ok(digest)
+    }
+
+    /// Sends a request, answering one authentication challenge if the registry sends one.
+    async fn send(
+        &self,
+        reference: &Reference,
+        access: Access,
+        operation: &str,
+        make: impl Fn() -> RequestBuilder,
+    ) -> Result<Response, RegistryError> {
+        let registry = reference.registry();
+        let scope = format!(
+            "repository:{}:{}",
+            reference.repository(),
+            access.scope_actions()
+        );
+        let key = (registry.to_string(), scope.clone());
+        let cached = lock(&self.authorizations).get(&key).cloned();
+
+        let response = self
+            .execute(make(), cached.as_deref(), registry, operation)
+            .await?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        let Some(challenge) =
+            header_string(response.headers(), WWW_AUTHENTICATE.as_str()).and_then(parse_challenge)
+        else {
+            return Err(status_error(response, registry, operation).await);
+        };
+        let authorization = self
+            .authorize(registry, &scope, &challenge, operation)
+            .await?;
+        debug!(registry, scope = %scope, "authenticated");
+        lock(&self.authorizations).insert(key, authorization.clone());
+
+        let response = self
+            .execute(make(), Some(&authorization), registry, operation)
+            .await?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            return Err(status_error(response, registry, operation).await);
+        }
+        Ok(response)
+    }
+
+    async fn execute(
+        &self,
+        request: RequestBuilder,
+        authorization: Option<&str>,
+        registry: &str,
+        operation: &str,
+    ) -> Result<Response, RegistryError> {
+        let request = match authorization {
+            Some(value) => request.header(AUTHORIZATION, value),
+            None => request,
+        };
+        request
+            .send()
+            .await
+            .map_err(|e| RegistryError::new(registry, operation).with_detail(error_chain(&e)))
+    }
+
+    /// Returns the `Authorization` value that answers `challenge`.
+    async fn authorize(
+        &self,
+        registry: &str,
+        scope: &str,
+        challenge: &Challenge,
+        operation: &str,
+    ) -> Result<String, RegistryError> {
+        let credentials = self.credentials_for(registry);
+        let (realm, service) = match challenge {
+            Challenge::Basic => {
+                return credentials.map(|c| c.basic_header()).ok_or_else(|| {
+                    RegistryError::new(registry, operation)
+                        .with_status(401)
+                        .with_detail("the registry requires a username and password")
+                })
+            }
+            Challenge::Bearer { realm, service, .. } => (realm, service),
+        };
+        let mut url = Url::parse(realm).map_err(|_| {
+            RegistryError::new(registry, operation)
+                .with_detail(format!("the token realm `{realm}` is not a valid URL"))
+        })?;
+        if let Some(service) = service {
+            url.query_pairs_mut().append_pair("service", service);
+        }
+        url.query_pairs_mut().append_pair("scope", scope);
+
+        let token_operation = format!("get a token for {scope}");
+        let mut request = self.http.get(url);
+        if let Some(credentials) = &credentials {
+            request = request.header(AUTHORIZATION, credentials.basic_header());
+        }
+        let response = request.send().await.map_err(|e| {
+            RegistryError::new(registry, &token_operation).with_detail(error_chain(&e))
+        })?;
+        let response =
+            expect_status(response, &[StatusCode::OK], registry, &token_operation).await?;
+        let body = read_limited(response, MAX_SMALL_BODY, registry, &token_operation).await?;
+
+        #[derive(serde::Deserialize)]
+        struct TokenResponse {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
+            RegistryError::new(registry, &token_operation)
+                .with_detail("the token response is not JSON")
+        })?;
+        parsed
+            .token
+            .or(parsed.access_token)
+            .filter(|token| !token.is_empty())
+            .map(|token| format!("Bearer {token}"))
+            .ok_or_else(|| {
+                RegistryError::new(registry, token_operation)
+                    .with_detail("the token response has no token")
+            })
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these maps cannot leave them half-updated, so poisoning is ignored.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn header_string<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+/// Resolves an upload `Location` against the request URL, refusing other hosts: a registry
+/// that sends uploads elsewhere could leak the `Authorization` header.
+fn upload_location(response: &Response, request_url: &str) -> Result<Url, String> {
+    let location = header_string(response.headers(), LOCATION.as_str())
+        .ok_or("the registry sent no upload Location header")?;
+    let base = Url::parse(request_url).map_err(|e| e.to_string())?;
+    let url = base
+        .join(location)
+        .map_err(|_| format!("the upload Location `{location}` is not a valid URL"))?;
+    if url.scheme() != base.scheme()
+        || url.host_str() != base.host_str()
+        || url.port_or_known_default() != base.port_or_known_default()
+    {
+        return Err(format!(
+            "the upload Location points at another host ({}); refusing to send data there",
+            url.host_str().unwrap_or("none")
+        ));
+    }
+    Ok(url)
+}
+
+async fn expect_status(
+    response: Response,
+    expected: &[StatusCode],
+    registry: &str,
+    operation: &str,
+) -> Result<Response, RegistryError> {
+    if expected.contains(&response.status()) {
+        Ok(response)
+    } else {
+        Err(status_error(response, registry, operation).await)
+    }
+}
+
+async fn status_error(response: Response, registry: &str, operation: &str) -> RegistryError {
+    let status = response.status().as_u16();
+    let body = read_limited(response, 64 * 1024, registry, operation)
+        .await
+        .unwrap_or_default();
+    RegistryError::new(registry, operation)
+        .with_status(status)
+        .with_body(&body)
+}
+
+/// Reads a response body of at most `limit` bytes.
+async fn read_limited(
+    mut response: Response,
+    limit: usize,
+    registry: &str,
+    operation: &str,
+) -> Result<Vec<u8>, RegistryError> {
+    let too_large = || {
+        RegistryError::new(registry, operation)
+            .with_detail(format!("the response is larger than {limit} bytes"))
+    };
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| RegistryError::new(registry, operation).with_detail(error_chain(&e)))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Renders an error and its causes on one line, without the request URL, which may carry
+/// upload session state.
+pub(crate) fn error_chain(error: &reqwest::Error) -> String {
+    let mut text = if error.is_timeout() {
+        "timed out".to_string()
+    } else if error.is_connect() {
+        "connection failed".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,11 @@
+//! Talking to registries: authentication, the distribution API, and pushing an image.
+
+mod auth;
+mod client;
+mod error;
+mod push;
+
+pub use auth::{parse_challenge, Challenge, Credentials, DockerConfig};
+pub use client::{Access, ClientOptions, FetchedManifest, RegistryClient, MAX_MANIFEST_SIZE};
+pub use error::{ErrorCode, RegistryError};
+pub use push::push_image;

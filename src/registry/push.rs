@@ -1,0 +1,135 @@
+//! Pushing a built image: every blob checked and, if missing, mounted or uploaded, then the
+//! manifest last, so a registry never holds a manifest that names a missing blob.
+
+use std::sync::Arc;
+
+use futures_util::{stream, StreamExt, TryStreamExt};
+use tracing::debug;
+
+use super::client::{Access, RegistryClient};
+use crate::base::{BaseImage, BaseLocation};
+use crate::blob;
+use crate::digest::Digest;
+use crate::error::Result;
+use crate::image::{Image, LayerSource};
+use crate::progress::{Event, Progress};
+use crate::reference::Reference;
+
+/// How many blobs are transferred at once.
+const PARALLEL_UPLOADS: usize = 4;
+
+/// A blob to make present in the target repository.
+#[derive(Clone)]
+enum Blob {
+    Config(Arc<Vec<u8>>),
+    File(std::path::PathBuf),
+    Base(crate::manifest::Descriptor),
+}
+
+/// Pushes `image` to `target` and returns the manifest digest.
+pub async fn push_image(
+    client: Arc<RegistryClient>,
+    target: &Reference,
+    image: &Image,
+    base: Arc<BaseImage>,
+    progress: &dyn Progress,
+) -> Result<Digest> {
+    let config = image.config_descriptor();
+    let mut blobs = vec![(
+        config.digest.clone(),
+        config.size,
+        Blob::Config(Arc::new(image.config.clone())),
+    )];
+    for layer in &image.layers {
+        let blob = match &layer.source {
+            LayerSource::File(path) => Blob::File(path.clone()),
+            LayerSource::Base => Blob::Base(layer.descriptor.clone()),
+        };
+        blobs.push((layer.descriptor.digest.clone(), layer.descriptor.size, blob));
+    }
+    // The same blob twice (an app that equals a base layer, say) is pushed once.
+    blobs.sort_by(|a, b| a.0.cmp(&b.0));
+    blobs.dedup_by(|a, b| a.0 == b.0);
+
+    stream::iter(blobs)
+        .map(|(digest, size, blob)| {
+            let client = client.clone();
+            let base = base.clone();
+            async move { push_blob(&client, target, &digest, size, blob, &base, progress).await }
+        })
+        .buffer_unordered(PARALLEL_UPLOADS)
+        .try_collect::<Vec<()>>()
+        .await?;
+
+    let digest = client
+        .put_manifest(target, &image.manifest_bytes, &image.manifest_media_type())
+        .await?;
+    progress.report(Event::ManifestPushed {
+        reference: &target.to_string(),
+        digest: &digest,
+    });
+    Ok(digest)
+}
+
+async fn push_blob(
+    client: &Arc<RegistryClient>,
+    target: &Reference,
+    digest: &Digest,
+    size: u64,
+    blob: Blob,
+    base: &Arc<BaseImage>,
+    progress: &dyn Progress,
+) -> Result<()> {
+    if client.blob_exists(target, digest, Access::Push).await? {
+        debug!(%digest, "blob already present");
+        progress.report(Event::BlobPresent { digest, size });
+        return Ok(());
+    }
+    if let (Blob::Base(_), BaseLocation::Registry(source)) = (&blob, &base.location) {
+        let same_registry =
+            source.registry() == target.registry() && source.repository() != target.repository();
+        if same_registry
+            && client
+                .mount_blob(target, digest, source.repository())
+                .await?
+        {
+            progress.report(Event::BlobMounted { digest, size });
+            return Ok(());
+        }
+    }
+
+    let body = || -> reqwest::Body {
+        match &blob {
+            Blob::Config(bytes) => reqwest::Body::from(bytes.as_ref().clone()),
+            Blob::File(path) => {
+                let path = path.clone();
+                let expected = digest.clone();
+                // The file is opened when the upload starts reading, so each attempt starts afresh.
+                let opened = stream::once(async move {
+                    let file = blob::file_stream(&path).await?;
+                    Ok::<_, std::io::Error>(blob::verify(
+                        file,
+                        expected,
+                        size,
+                        path.display().to_string(),
+                    ))
+                });
+                reqwest::Body::wrap_stream(opened.try_flatten())
+            }
+            Blob::Base(descriptor) => {
+                let client = client.clone();
+                let base = base.clone();
+                let descriptor = descriptor.clone();
+                let opened = stream::once(async move {
+                    base.open_blob(&client, &descriptor)
+                        .await
+                        .map_err(std::io::Error::other)
+                });
+                reqwest::Body::wrap_stream(opened.try_flatten())
+            }
+        }
+    };
+    client.upload_blob(target, digest, size, body).await?;
+    progress.report(Event::BlobUploaded { digest, size });
+    Ok(())
+}
