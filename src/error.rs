@@ -44,6 +44,9 @@ pub enum Error {
     #[error(transparent)]
     Registry(#[from] RegistryError),
 
+    #[error(transparent)]
+    Ecr(#[from] crate::ecr::EcrError),
+
     #[error("OCI image layout `{}`: {reason}", path.display())]
     Layout { path: PathBuf, reason: String },
 

@@ -8,8 +8,10 @@
 pub mod base;
 pub mod blob;
 pub mod build;
+pub mod cache;
 pub mod digest;
 pub mod dockerignore;
+pub mod ecr;
 pub mod error;
 pub mod files;
 pub mod handler;

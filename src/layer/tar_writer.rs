@@ -305,7 +305,7 @@ mod tests {
 
     #[test]
     fn pax_record_length_counts_itself() {
-        assert_eq!(pax_record("path", "a"), b"11 path=a\n");
+        assert_eq!(pax_record("path", "a"), b"9 path=a\n");
         let record = pax_record("path", &"p".repeat(95));
         assert_eq!(record.len(), 105);
         assert!(record.starts_with(b"105 "));

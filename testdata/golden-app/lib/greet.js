@@ -1,0 +1,3 @@
+const leftPad = require('left-pad');
+
+exports.greet = (name) => leftPad(`hello ${name}`, 16);
