@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,6 +25,11 @@ pub struct Cli {
     /// Seconds a registry request may wait for data before it fails.
     #[arg(long, default_value_t = 300, global = true, value_name = "SECONDS")]
     pub timeout: u64,
+
+    /// Connect to ADDR when a registry is HOST:PORT, keeping HOST for TLS checks (as curl's
+    /// --resolve); may be repeated.
+    #[arg(long, global = true, value_name = "HOST:PORT:ADDR", value_parser = parse_resolve)]
+    pub resolve: Vec<(String, std::net::IpAddr)>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -37,6 +42,8 @@ pub enum Command {
         image: String,
         #[command(flatten)]
         options: ImageOptions,
+        #[command(flatten)]
+        ecr: EcrFlags,
     },
     /// Build the image from DIR and write it as an OCI image layout; pushes nothing.
     Build {
@@ -74,4 +81,46 @@ pub struct ImageOptions {
     #[arg(long, default_value_t = lambda_image::layer::DEFAULT_COMPRESSION_LEVEL,
           value_parser = clap::value_parser!(u32).range(0..=9))]
     pub compression_level: u32,
+}
+
+/// Flags for pushes to Amazon ECR; other registries ignore them.
+#[derive(Debug, Args)]
+pub struct EcrFlags {
+    /// AWS profile for ECR (from ~/.aws/config and ~/.aws/credentials). Default: AWS_PROFILE,
+    /// else the default profile.
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// Create the ECR repository if it does not exist.
+    #[arg(long)]
+    pub create_repository: bool,
+
+    /// Tag mutability of a repository that --create-repository creates.
+    #[arg(long, value_enum, default_value_t = TagMutability::Mutable, requires = "create_repository")]
+    pub image_tag_mutability: TagMutability,
+
+    /// Turn on scan on push for a repository that --create-repository creates.
+    #[arg(long, requires = "create_repository")]
+    pub scan_on_push: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum TagMutability {
+    Mutable,
+    Immutable,
+}
+
+/// Parses `HOST:PORT:ADDR`, where ADDR may be an IPv6 address in brackets.
+fn parse_resolve(value: &str) -> Result<(String, std::net::IpAddr), String> {
+    let invalid =
+        || format!("`{value}` is not HOST:PORT:ADDR, such as registry.example:443:127.0.0.1");
+    let (host, rest) = value.split_once(':').ok_or_else(invalid)?;
+    let (port, address) = rest.split_once(':').ok_or_else(invalid)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(invalid());
+    }
+    let address = address.trim_start_matches('[').trim_end_matches(']');
+    let address = address.parse().map_err(|_| invalid())?;
+    Ok((host.to_string(), address))
 }

@@ -43,7 +43,30 @@ pub struct Image {
     pub layers: Vec<Layer>,
 }
 
+/// Most layers an image may have.
+///
+/// NOTE: 127 is the limit widely reported for ECR and Lambda (and Docker's overlay2 driver);
+/// the ECR quota table does not list a layer count, so this number is not from AWS.
+pub const MAX_LAYERS: usize = 127;
+
 impl Image {
+    /// Checks limits that ECR and Lambda enforce only at push or deploy time.
+    pub fn check_limits(&self) -> Result<()> {
+        if self.layers.len() > MAX_LAYERS {
+            return Err(Error::InvalidImage(format!(
+                "it has {} layers, more than the {MAX_LAYERS} ECR and Lambda accept; use a base image with fewer layers",
+                self.layers.len()
+            )));
+        }
+        if self.manifest_bytes.len() > crate::registry::MAX_MANIFEST_SIZE {
+            return Err(Error::InvalidImage(format!(
+                "its manifest is {} bytes, more than the 4 MiB registries accept",
+                self.manifest_bytes.len()
+            )));
+        }
+        Ok(())
+    }
+
     pub fn config_descriptor(&self) -> &Descriptor {
         &self.manifest.config
     }

@@ -11,9 +11,12 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use cli::{Cli, Command, ImageOptions};
+use cli::{Cli, Command, EcrFlags, ImageOptions, TagMutability};
 use lambda_image::base::BaseLocation;
 use lambda_image::build::{build, BuildRequest, Built};
+use lambda_image::ecr::{
+    is_auth_rejection, EcrOptions, EcrSession, RepositorySettings, TagState, TokenCache,
+};
 use lambda_image::layout::write_layout;
 use lambda_image::registry::{push_image, ClientOptions, RegistryClient};
 use lambda_image::Reference;
@@ -41,6 +44,7 @@ async fn run(cli: Cli) -> Result<()> {
     let progress = report::StderrProgress::new(cli.quiet);
     let client_options = ClientOptions {
         read_timeout: std::time::Duration::from_secs(cli.timeout),
+        resolve: cli.resolve.clone(),
         ..ClientOptions::default()
     };
     let client = Arc::new(RegistryClient::new(&client_options)?);
@@ -50,13 +54,8 @@ async fn run(cli: Cli) -> Result<()> {
             dir,
             image,
             options,
-        } => {
-            let target: Reference = image.parse()?;
-            let built = build_image(dir, &options, &client, &progress).await?;
-            let base = Arc::new(built.base.clone());
-            let digest = push_image(client.clone(), &target, &built.image, base, &progress).await?;
-            print_result(&format!("{image}@{digest}"))
-        }
+            ecr,
+        } => push(dir, &image, &options, &ecr, client, &progress).await,
         Command::Build {
             dir,
             output,
@@ -74,6 +73,62 @@ async fn run(cli: Cli) -> Result<()> {
             ))
         }
     }
+}
+
+async fn push(
+    dir: std::path::PathBuf,
+    image: &str,
+    options: &ImageOptions,
+    ecr: &EcrFlags,
+    client: Arc<RegistryClient>,
+    progress: &report::StderrProgress,
+) -> Result<()> {
+    let target: Reference = image.parse()?;
+    let create = ecr.create_repository.then_some(RepositorySettings {
+        immutable_tags: ecr.image_tag_mutability == TagMutability::Immutable,
+        scan_on_push: ecr.scan_on_push,
+    });
+    let ecr_options = EcrOptions {
+        profile: ecr.profile.clone(),
+    };
+    // The ECR checks come first, so a missing repository fails before any work is done.
+    let session = EcrSession::start(
+        &target,
+        &ecr_options,
+        create,
+        &client,
+        TokenCache::in_user_cache(),
+    )
+    .await?;
+
+    let built = build_image(dir, options, &client, progress).await?;
+    built.image.check_limits()?;
+    if let Some(session) = &session {
+        if session.check_tag(&built.image.manifest_digest).await? == TagState::SameImage {
+            eprintln!("the immutable tag already names this image; nothing to push");
+            return print_result(&format!("{image}@{}", built.image.manifest_digest));
+        }
+    }
+
+    let base = Arc::new(built.base.clone());
+    let mut result = push_image(
+        client.clone(),
+        &target,
+        &built.image,
+        base.clone(),
+        progress,
+    )
+    .await;
+    if let (Err(error), Some(session)) = (&result, &session) {
+        if is_auth_rejection(error) {
+            // An ECR token can expire or be revoked mid-push; one fresh login and a rerun,
+            // which skips the blobs already uploaded, finishes the job.
+            tracing::warn!("the registry rejected the ECR token; logging in again");
+            session.refresh_login(&client).await?;
+            result = push_image(client.clone(), &target, &built.image, base, progress).await;
+        }
+    }
+    print_result(&format!("{image}@{}", result?))
 }
 
 async fn build_image(

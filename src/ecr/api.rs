@@ -114,7 +114,9 @@ impl EcrClient {
             .provide_credentials()
             .await
             .map(|_| ())
-            .map_err(|e| no_credentials(DisplayErrorContext(&e).to_string()))
+            // The SDK's message lists every provider it tried over many lines; the error says
+            // in one line what to do instead.
+            .map_err(|e| no_credentials(first_line(&DisplayErrorContext(&e).to_string())))
     }
 
     /// Returns registry credentials, from the token cache while they are fresh.
@@ -299,4 +301,13 @@ impl EcrClient {
             detail: format!("the response has {detail}"),
         }
     }
+}
+
+/// The first line of a multi-line message, without a trailing colon.
+fn first_line(text: &str) -> String {
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches([':', ' '])
+        .to_string()
 }

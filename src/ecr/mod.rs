@@ -2,9 +2,11 @@
 //! that check a repository before a push.
 
 mod api;
+mod session;
 mod token_cache;
 
 pub use api::{EcrClient, EcrError, EcrOptions, RepositoryInfo, RepositorySettings};
+pub use session::{is_auth_rejection, EcrSession, TagState};
 pub use token_cache::TokenCache;
 
 /// A private ECR registry, as named by its host.

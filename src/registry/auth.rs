@@ -116,10 +116,12 @@ impl Credentials {
     }
 }
 
-/// The `auths` section of Docker's `config.json`.
+/// The credential parts of Docker's `config.json`: `auths`, `credHelpers` and `credsStore`.
 #[derive(Debug, Clone, Default)]
 pub struct DockerConfig {
     auths: BTreeMap<String, Credentials>,
+    cred_helpers: BTreeMap<String, String>,
+    creds_store: Option<String>,
 }
 
 impl DockerConfig {
@@ -150,6 +152,10 @@ impl DockerConfig {
         struct File {
             #[serde(default)]
             auths: BTreeMap<String, Entry>,
+            #[serde(default, rename = "credHelpers")]
+            cred_helpers: BTreeMap<String, String>,
+            #[serde(default, rename = "credsStore")]
+            creds_store: Option<String>,
         }
         #[derive(serde::Deserialize)]
         struct Entry {
@@ -176,7 +182,30 @@ impl DockerConfig {
                 auths.insert(normalize_registry_key(&key), credentials);
             }
         }
-        Some(DockerConfig { auths })
+        let cred_helpers = file
+            .cred_helpers
+            .into_iter()
+            .map(|(key, helper)| (normalize_registry_key(&key), helper))
+            .collect();
+        Some(DockerConfig {
+            auths,
+            cred_helpers,
+            creds_store: file.creds_store.filter(|store| !store.is_empty()),
+        })
+    }
+
+    /// The helper that config.json's `credHelpers` names for `registry` alone.
+    pub fn registry_helper(&self, registry: &str) -> Option<&str> {
+        self.cred_helpers.get(registry).map(String::as_str)
+    }
+
+    /// The credential helper that config.json names for `registry`: its `credHelpers` entry,
+    /// else `credsStore`.
+    pub fn helper_for(&self, registry: &str) -> Option<&str> {
+        self.cred_helpers
+            .get(registry)
+            .or(self.creds_store.as_ref())
+            .map(String::as_str)
     }
 
     /// Returns the stored credentials for `registry` (`host[:port]`).
@@ -189,6 +218,61 @@ impl DockerConfig {
         };
         self.auths.get(key)
     }
+}
+
+/// Runs `docker-credential-<helper> get` for `registry`, as the Docker CLI does. Returns
+/// `Ok(None)` when the helper has no credentials for it.
+pub fn run_credential_helper(helper: &str, registry: &str) -> Result<Option<Credentials>, String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    let program = format!("docker-credential-{helper}");
+    let mut child = Command::new(&program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A helper that exits without reading its input is reported by its exit status below.
+        let _ = stdin.write_all(registry.as_bytes());
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("{program} failed: {e}"))?;
+    if !output.status.success() {
+        let message = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        // The helpers' protocol reports a missing entry with this message on stdout.
+        if message.contains("credentials not found") {
+            return Ok(None);
+        }
+        return Err(format!(
+            "{program} get failed with {}: {message}",
+            output.status
+        ));
+    }
+
+    #[derive(serde::Deserialize)]
+    struct HelperOutput {
+        #[serde(rename = "Username")]
+        username: String,
+        #[serde(rename = "Secret")]
+        secret: String,
+    }
+    let parsed: HelperOutput = serde_json::from_slice(&output.stdout)
+        .map_err(|_| format!("{program} get printed something other than its JSON answer"))?;
+    Ok(Some(Credentials {
+        username: parsed.username,
+        password: parsed.secret,
+    }))
+}
+
+/// Reports whether `docker-credential-<helper>` is on `PATH`.
+pub fn credential_helper_installed(helper: &str) -> bool {
+    let program = format!("docker-credential-{helper}");
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(&program).is_file()))
 }
 
 fn config_path() -> Option<PathBuf> {
@@ -277,6 +361,20 @@ mod tests {
         );
         assert_eq!(config.credentials("r.example").unwrap().username, "<token>");
         assert!(config.credentials("broken.example").is_none());
+    }
+
+    #[test]
+    fn credential_helpers_are_found_per_registry() {
+        let config = DockerConfig::parse(
+            br#"{"credHelpers":{"123456789012.dkr.ecr.us-east-1.amazonaws.com":"ecr-login"},"credsStore":"desktop"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.helper_for("123456789012.dkr.ecr.us-east-1.amazonaws.com"),
+            Some("ecr-login")
+        );
+        assert_eq!(config.helper_for("localhost:5000"), Some("desktop"));
+        assert_eq!(DockerConfig::default().helper_for("x"), None);
     }
 
     #[test]

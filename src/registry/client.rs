@@ -9,10 +9,10 @@ use reqwest::header::{
     HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE,
 };
 use reqwest::{RequestBuilder, Response, StatusCode};
-use tracing::debug;
+use tracing::{debug, warn};
 use url::Url;
 
-use super::auth::{parse_challenge, Challenge, Credentials, DockerConfig};
+use super::auth::{parse_challenge, run_credential_helper, Challenge, Credentials, DockerConfig};
 use super::error::RegistryError;
 use crate::digest::Digest;
 use crate::media_type::{MediaType, MANIFEST_ACCEPT};
@@ -47,6 +47,11 @@ pub struct ClientOptions {
     /// How long a request may wait for the next bytes from the registry.
     pub read_timeout: Duration,
     pub connect_timeout: Duration,
+    /// How many times a request is sent before a transport failure, 429 or 5xx is final.
+    pub max_attempts: u32,
+    /// Host names to connect to at fixed addresses, as curl's `--resolve`; the name is still
+    /// used for TLS certificate checks.
+    pub resolve: Vec<(String, std::net::IpAddr)>,
 }
 
 impl Default for ClientOptions {
@@ -54,6 +59,8 @@ impl Default for ClientOptions {
         ClientOptions {
             read_timeout: Duration::from_secs(300),
             connect_timeout: Duration::from_secs(30),
+            max_attempts: 5,
+            resolve: Vec::new(),
         }
     }
 }
@@ -69,27 +76,35 @@ pub struct FetchedManifest {
 /// A client for any number of registries, sharing connections and tokens.
 pub struct RegistryClient {
     http: reqwest::Client,
+    max_attempts: u32,
     docker_config: DockerConfig,
     credentials: Mutex<HashMap<String, Credentials>>,
     /// `Authorization` values by registry and scope, reused until a registry rejects one.
     authorizations: Mutex<HashMap<(String, String), String>>,
+    /// Held while a token is fetched, so parallel requests share one.
+    authorizing: tokio::sync::Mutex<()>,
 }
 
 impl RegistryClient {
     pub fn new(options: &ClientOptions) -> Result<RegistryClient, RegistryError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("lambda-image/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(options.connect_timeout)
-            .read_timeout(options.read_timeout)
-            .build()
-            .map_err(|e| {
-                RegistryError::new("-", "set up the HTTP client").with_detail(error_chain(&e))
-            })?;
+            .read_timeout(options.read_timeout);
+        for (host, address) in &options.resolve {
+            // Port 0 keeps the port of each request's URL.
+            builder = builder.resolve(host, std::net::SocketAddr::new(*address, 0));
+        }
+        let http = builder.build().map_err(|e| {
+            RegistryError::new("-", "set up the HTTP client").with_detail(error_chain(&e))
+        })?;
         Ok(RegistryClient {
             http,
+            max_attempts: options.max_attempts.max(1),
             docker_config: DockerConfig::load(),
             credentials: Mutex::new(HashMap::new()),
             authorizations: Mutex::new(HashMap::new()),
+            authorizing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -99,9 +114,23 @@ impl RegistryClient {
         lock(&self.authorizations).retain(|(host, _), _| host != registry);
     }
 
+    /// Finds credentials for `registry`: those set by the caller, else the credential helper
+    /// that config.json names, else its `auths` entry.
     fn credentials_for(&self, registry: &str) -> Option<Credentials> {
         if let Some(credentials) = lock(&self.credentials).get(registry) {
             return Some(credentials.clone());
+        }
+        if let Some(helper) = self.docker_config.helper_for(registry) {
+            match run_credential_helper(helper, registry) {
+                Ok(Some(credentials)) => {
+                    lock(&self.credentials).insert(registry.to_string(), credentials.clone());
+                    return Some(credentials);
+                }
+                Ok(None) => debug!(registry, helper, "the credential helper has no entry"),
+                Err(error) => {
+                    warn!(registry, helper, %error, "credential helper failed; trying config.json auths")
+                }
+            }
         }
         self.docker_config.credentials(registry).cloned()
     }
@@ -132,9 +161,12 @@ impl RegistryClient {
             reference.manifest_reference()
         );
         let response = self
-            .send(reference, Access::Pull, &operation, || {
-                self.http.get(&url).header(ACCEPT, MANIFEST_ACCEPT)
-            })
+            .send(
+                reference,
+                &[scope(reference, Access::Pull)],
+                &operation,
+                || self.http.get(&url).header(ACCEPT, MANIFEST_ACCEPT),
+            )
             .await?;
         let response = expect_status(
             response,
@@ -188,7 +220,12 @@ impl RegistryClient {
         let operation = format!("pull blob {digest} from {}", reference.repository());
         let url = format!("{}/blobs/{digest}", self.repository_url(reference));
         let response = self
-            .send(reference, Access::Pull, &operation, || self.http.get(&url))
+            .send(
+                reference,
+                &[scope(reference, Access::Pull)],
+                &operation,
+                || self.http.get(&url),
+            )
             .await?;
         expect_status(
             response,
@@ -209,7 +246,9 @@ impl RegistryClient {
         let operation = format!("check blob {digest} in {}", reference.repository());
         let url = format!("{}/blobs/{digest}", self.repository_url(reference));
         let response = self
-            .send(reference, access, &operation, || self.http.head(&url))
+            .send(reference, &[scope(reference, access)], &operation, || {
+                self.http.head(&url)
+            })
             .await?;
         match response.status() {
             StatusCode::OK => Ok(true),
@@ -234,15 +273,30 @@ impl RegistryClient {
         url.query_pairs_mut()
             .append_pair("mount", &digest.to_string())
             .append_pair("from", from);
-        let response = self
-            .send(target, Access::Push, &operation, || {
+        // A mount needs pull access to the source repository too, in the same token.
+        let scopes = [
+            scope(target, Access::Push),
+            format!("repository:{from}:pull"),
+        ];
+        let result = self
+            .send(target, &scopes, &operation, || {
                 self.http.post(url.clone()).header(CONTENT_LENGTH, 0)
             })
-            .await?;
+            .await;
+        let response = match result {
+            Ok(response) => response,
+            // Without access to the source, an ordinary upload still works.
+            Err(error) if matches!(error.status, Some(401 | 403)) => {
+                debug!(%digest, "mount refused; uploading instead");
+                return Ok(false);
+            }
+            Err(error) => return Err(error),
+        };
         match response.status() {
             StatusCode::CREATED => Ok(true),
             // 202 opens an ordinary upload session instead; it expires unused on the registry.
             StatusCode::ACCEPTED => Ok(false),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Ok(false),
             _ => Err(status_error(response, target.registry(), &operation).await),
         }
     }
@@ -265,7 +319,7 @@ impl RegistryClient {
         }
         let start_url = format!("{}/blobs/uploads/", self.repository_url(target));
         let response = self
-            .send(target, Access::Push, &operation, || {
+            .send(target, &[scope(target, Access::Push)], &operation, || {
                 self.http.post(&start_url).header(CONTENT_LENGTH, 0)
             })
             .await?;
@@ -286,7 +340,7 @@ impl RegistryClient {
             .query_pairs_mut()
             .append_pair("digest", &digest.to_string());
         let response = self
-            .send(target, Access::Push, &operation, || {
+            .send(target, &[scope(target, Access::Push)], &operation, || {
                 self.http
                     .put(put_url.clone())
                     .header(CONTENT_TYPE, "application/octet-stream")
@@ -324,12 +378,17 @@ impl RegistryClient {
             reference.manifest_reference()
         );
         let response = self
-            .send(reference, Access::Push, &operation, || {
-                self.http
-                    .put(&url)
-                    .header(CONTENT_TYPE, media_type.as_str())
-                    .body(bytes.to_vec())
-            })
+            .send(
+                reference,
+                &[scope(reference, Access::Push)],
+                &operation,
+                || {
+                    self.http
+                        .put(&url)
+                        .header(CONTENT_TYPE, media_type.as_str())
+                        .body(bytes.to_vec())
+                },
+            )
             .await?;
         let response = expect_status(
             response,
@@ -351,24 +410,20 @@ impl RegistryClient {
     }
 
     /// Sends a request, answering one authentication challenge if the registry sends one.
+    /// `scopes` are the token scopes the request needs, such as `repository:app:pull,push`.
     async fn send(
         &self,
         reference: &Reference,
-        access: Access,
+        scopes: &[String],
         operation: &str,
         make: impl Fn() -> RequestBuilder,
     ) -> Result<Response, RegistryError> {
         let registry = reference.registry();
-        let scope = format!(
-            "repository:{}:{}",
-            reference.repository(),
-            access.scope_actions()
-        );
-        let key = (registry.to_string(), scope.clone());
+        let key = (registry.to_string(), scopes.join(" "));
         let cached = lock(&self.authorizations).get(&key).cloned();
 
         let response = self
-            .execute(make(), cached.as_deref(), registry, operation)
+            .execute(&make, cached.as_deref(), registry, operation)
             .await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
@@ -378,14 +433,27 @@ impl RegistryClient {
         else {
             return Err(status_error(response, registry, operation).await);
         };
-        let authorization = self
-            .authorize(registry, &scope, &challenge, operation)
-            .await?;
-        debug!(registry, scope = %scope, "authenticated");
-        lock(&self.authorizations).insert(key, authorization.clone());
+
+        // Parallel requests that meet the same challenge wait here, so one token is fetched
+        // per scope and the others reuse it.
+        let authorization = {
+            let _guard = self.authorizing.lock().await;
+            let current = lock(&self.authorizations).get(&key).cloned();
+            match current.filter(|value| Some(value) != cached.as_ref()) {
+                Some(value) => value,
+                None => {
+                    let value = self
+                        .authorize(registry, scopes, &challenge, operation)
+                        .await?;
+                    debug!(registry, scopes = %key.1, "authenticated");
+                    lock(&self.authorizations).insert(key, value.clone());
+                    value
+                }
+            }
+        };
 
         let response = self
-            .execute(make(), Some(&authorization), registry, operation)
+            .execute(&make, Some(&authorization), registry, operation)
             .await?;
         if response.status() == StatusCode::UNAUTHORIZED {
             return Err(status_error(response, registry, operation).await);
@@ -393,28 +461,51 @@ impl RegistryClient {
         Ok(response)
     }
 
+    /// Sends the request that `make` builds, retrying transport failures, 429 and 5xx
+    /// answers with exponential backoff and jitter, and honouring `Retry-After`.
     async fn execute(
         &self,
-        request: RequestBuilder,
+        make: &impl Fn() -> RequestBuilder,
         authorization: Option<&str>,
         registry: &str,
         operation: &str,
     ) -> Result<Response, RegistryError> {
-        let request = match authorization {
-            Some(value) => request.header(AUTHORIZATION, value),
-            None => request,
-        };
-        request
-            .send()
-            .await
-            .map_err(|e| RegistryError::new(registry, operation).with_detail(error_chain(&e)))
+        let mut attempt = 1;
+        loop {
+            let mut request = make();
+            if let Some(value) = authorization {
+                request = request.header(AUTHORIZATION, value);
+            }
+            let outcome = request.send().await;
+            let retry_after = match &outcome {
+                Ok(response) if is_retryable_status(response.status()) => {
+                    Some(retry_after(response.headers()))
+                }
+                Ok(_) => None,
+                Err(error) if is_retryable_error(error) => Some(None),
+                Err(_) => None,
+            };
+            let Some(retry_after) = retry_after.filter(|_| attempt < self.max_attempts) else {
+                return outcome.map_err(|e| {
+                    RegistryError::new(registry, operation).with_detail(error_chain(&e))
+                });
+            };
+            let delay = retry_after.unwrap_or_else(|| backoff(attempt));
+            let reason = match &outcome {
+                Ok(response) => format!("HTTP {}", response.status().as_u16()),
+                Err(error) => error_chain(error),
+            };
+            warn!(registry, operation, attempt, reason = %reason, delay_ms = delay.as_millis() as u64, "retrying");
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
     }
 
     /// Returns the `Authorization` value that answers `challenge`.
     async fn authorize(
         &self,
         registry: &str,
-        scope: &str,
+        scopes: &[String],
         challenge: &Challenge,
         operation: &str,
     ) -> Result<String, RegistryError> {
@@ -436,16 +527,36 @@ impl RegistryClient {
         if let Some(service) = service {
             url.query_pairs_mut().append_pair("service", service);
         }
-        url.query_pairs_mut().append_pair("scope", scope);
-
-        let token_operation = format!("get a token for {scope}");
-        let mut request = self.http.get(url);
-        if let Some(credentials) = &credentials {
-            request = request.header(AUTHORIZATION, credentials.basic_header());
+        for scope in scopes {
+            url.query_pairs_mut().append_pair("scope", scope);
         }
-        let response = request.send().await.map_err(|e| {
+
+        let token_operation = format!("get a token for {}", scopes.join(" "));
+        let transport_error = |e: reqwest::Error| {
             RegistryError::new(registry, &token_operation).with_detail(error_chain(&e))
-        })?;
+        };
+        let send = |credentials: Option<&Credentials>| {
+            let mut request = self.http.get(url.clone());
+            if let Some(credentials) = credentials {
+                request = request.header(AUTHORIZATION, credentials.basic_header());
+            }
+            request.send()
+        };
+        let mut response = send(credentials.as_ref()).await.map_err(transport_error)?;
+        let rejected = matches!(
+            response.status(),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        );
+        let pull_only = scopes.iter().all(|scope| scope.ends_with(":pull"));
+        if rejected && credentials.is_some() && pull_only {
+            // Stale stored credentials for a public registry (public.ecr.aws, Docker Hub) must not
+            // block a pull that anonymous access allows.
+            warn!(
+                registry,
+                "stored credentials were rejected; pulling anonymously"
+            );
+            response = send(None).await.map_err(transport_error)?;
+        }
         let response =
             expect_status(response, &[StatusCode::OK], registry, &token_operation).await?;
         let body = read_limited(response, MAX_SMALL_BODY, registry, &token_operation).await?;
@@ -469,6 +580,40 @@ impl RegistryClient {
                     .with_detail("the token response has no token")
             })
     }
+}
+
+/// The token scope for `access` to `reference`'s repository.
+fn scope(reference: &Reference, access: Access) -> String {
+    format!(
+        "repository:{}:{}",
+        reference.repository(),
+        access.scope_actions()
+    )
+}
+
+fn is_retryable_status(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
+}
+
+fn is_retryable_error(error: &reqwest::Error) -> bool {
+    error.is_connect() || error.is_timeout() || error.is_request() || error.is_body()
+}
+
+/// Reads `Retry-After` in seconds, capped at a minute; an HTTP date is ignored in favour of the
+/// backoff.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let seconds: u64 = header_string(headers, "retry-after")?.trim().parse().ok()?;
+    Some(Duration::from_secs(seconds.min(60)))
+}
+
+/// Returns 0.5 s, 1 s, 2 s, … (at most 8 s) for attempts 1, 2, 3, …, plus up to 50 % jitter so
+/// that parallel uploads do not retry in step.
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(500) * 2u32.pow(attempt.saturating_sub(1).min(4));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    base.min(Duration::from_secs(8)) + base.min(Duration::from_secs(8)) * (nanos % 500) / 1000
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

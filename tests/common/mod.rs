@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests: a real registry (Debian's `docker-registry`), with
-//! Basic or token authentication and TLS if a test asks for them, the synthetic base image in
+//! Basic or token authentication and TLS when a test requests them, the synthetic base image in
 //! `testdata/`, the example app with its dependencies installed, and the independent image
 //! reader, token server and Lambda invoker in `tests/tools/`.
 //!
@@ -67,7 +67,7 @@ pub struct RegistryOptions {
 }
 
 impl RegistryOptions {
-    /// Options for an anonymous, plain HTTP registry.
+    /// Creates options for an anonymous, plain HTTP registry.
     pub fn new() -> RegistryOptions {
         RegistryOptions::default()
     }
@@ -99,13 +99,13 @@ pub struct TokenAuth {
 }
 
 impl TokenAuth {
-    /// A token server that gives any client the actions it requests.
+    /// Creates settings for a token server that grants any client the actions it requests.
     pub fn new() -> TokenAuth {
         TokenAuth::default()
     }
 
-    /// Makes token requests carry Basic credentials USER and PASSWORD; others get 401, unless
-    /// `anonymous_pull` lets them pull.
+    /// Requires token requests to carry Basic credentials USER and PASSWORD. Requests without
+    /// them get 401 unless `anonymous_pull` lets them pull.
     pub fn credentials(mut self, user: &str, password: &str) -> TokenAuth {
         self.credentials = Some((user.to_string(), password.to_string()));
         self
@@ -511,7 +511,7 @@ impl TokenRequest {
             entry[field]
                 .as_array()
                 .cloned()
-                .unwrap_or_else(|| malformed_log_line(line, &format!("no {field} list")))
+                .unwrap_or_else(|| malformed_log_line(line, &format!("missing list {field}")))
         };
         TokenRequest {
             path: string(&entry["path"]),
@@ -521,11 +521,11 @@ impl TokenRequest {
                 .collect(),
             authorization: entry["authorization"]
                 .as_bool()
-                .unwrap_or_else(|| malformed_log_line(line, "no authorization")),
+                .unwrap_or_else(|| malformed_log_line(line, "missing field authorization")),
             status: entry["status"]
                 .as_u64()
                 .and_then(|status| u16::try_from(status).ok())
-                .unwrap_or_else(|| malformed_log_line(line, "no status")),
+                .unwrap_or_else(|| malformed_log_line(line, "missing field status")),
             token_id: entry["token_id"].as_str().map(str::to_string),
             granted: array("granted").iter().map(string).collect(),
         }
@@ -646,7 +646,7 @@ fn token_server_command(dir: &Path, token_auth: &TokenAuth) -> Command {
 fn read_port(child: &mut Child) -> Result<u16, String> {
     let stdout = child.stdout.take().expect("token server stdout is piped");
     let (sender, receiver) = std::sync::mpsc::channel();
-    // A thread, because reading a pipe has no timeout.
+    // Reading a pipe has no timeout, so a thread reads and this function waits on a channel.
     thread::spawn(move || {
         let mut line = String::new();
         let result = std::io::BufReader::new(stdout)
@@ -718,8 +718,8 @@ fn make_tls_certificate(dir: &Path, hostname: &str) -> TlsFiles {
 
 // --- Readiness -----------------------------------------------------------------------------------
 
-/// Reads the status of `GET /v2/` over TLS, checking the certificate against the CA and the
-/// hostname, from `python3` because the tests have no TLS client of their own.
+/// Python script that prints the status of `GET /v2/` over TLS after checking the certificate
+/// against the CA and the hostname. The tests have no TLS client of their own.
 const TLS_PROBE: &str = r#"
 import socket, ssl, sys
 ca_file, hostname, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -815,7 +815,10 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
 fn python() -> Command {
     let interpreter =
         std::env::var_os("LAMBDA_IMAGE_TEST_PYTHON").unwrap_or_else(|| "python3".into());
-    Command::new(interpreter)
+    let mut command = Command::new(interpreter);
+    // push_layout.py imports inspect_image.py, which would leave a __pycache__ in tests/tools.
+    command.env("PYTHONDONTWRITEBYTECODE", "1");
+    command
 }
 
 fn run_tool(mut command: Command, what: &str) -> Output {

@@ -17,10 +17,11 @@ grant the requested actions on each requested repository, with these limits:
 - Without --credentials, any request gets the requested actions, or only `pull` with
   --anonymous-pull when it carries no Authorization header.
 
-Each request is appended to the --log file as one JSON object per line: method, path, query (a
-list of [name, value] pairs), authorization (whether the header was present, never its value),
-status, token_id (the issued token's `jti`, or null) and granted (the scopes in the token). Each
-issued token is appended to the --tokens file, so tests can check that no client prints one.
+Each request is appended to the --log file as one JSON object per line. Its fields are method,
+path, query (a list of [name, value] pairs), authorization, status, token_id (the issued token's
+`jti`, or null) and granted (the scopes in the token). The authorization field records whether
+the header was present, never its value. Each issued token is appended to the --tokens file, so
+tests can check that no client prints one.
 Standard library only, plus the `openssl` command.
 """
 
@@ -37,7 +38,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 TOKEN_LIFETIME_SECONDS = 300
-# docker-registry accepts `nbf` up to 60 s in the future; backdating covers clocks that differ.
+# Backdated, so a registry whose clock runs slightly behind this one still accepts the token.
 NOT_BEFORE_BACKDATE_SECONDS = 10
 
 
@@ -199,7 +200,7 @@ class TokenHandler(BaseHTTPRequestHandler):
         return 200, body, token
 
     def authenticate(self, issuer, authorization):
-        """Return (subject, pull_only) for the request, or (None, False) to answer 401."""
+        """Return (subject, pull_only) for the request, or (None, False) to reject it with 401."""
         if authorization is not None:
             presented = decode_basic(authorization)
             if presented is None:
@@ -230,8 +231,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="Issue docker-registry bearer tokens for tests.")
     parser.add_argument("--key", required=True, help="PEM RSA private key that signs the tokens")
     parser.add_argument("--cert", required=True, help="PEM certificate of that key, sent as x5c")
-    parser.add_argument("--issuer", required=True, help="`iss` claim; the registry's auth.token.issuer")
-    parser.add_argument("--service", required=True, help="`aud` claim; the registry's auth.token.service")
+    parser.add_argument("--issuer", required=True, help="`iss` claim, equal to the registry's auth.token.issuer")
+    parser.add_argument("--service", required=True, help="`aud` claim, equal to the registry's auth.token.service")
     parser.add_argument("--log", required=True, help="file to append one JSON line per request to")
     parser.add_argument("--tokens", required=True, help="file to append each issued token to")
     parser.add_argument("--credentials", help="file containing user:password that requests must send")
