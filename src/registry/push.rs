@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use futures_util::{stream, StreamExt, TryStreamExt};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::client::{Access, RegistryClient};
 use crate::base::{BaseImage, BaseLocation};
@@ -17,6 +17,9 @@ use crate::reference::Reference;
 
 /// How many blobs are transferred at once.
 const PARALLEL_UPLOADS: usize = 4;
+
+/// How many times a blob upload (POST and PUT) is started before its failure is final.
+const BLOB_ATTEMPTS: u32 = 3;
 
 /// A blob to make present in the target repository.
 #[derive(Clone)]
@@ -129,7 +132,23 @@ async fn push_blob(
             }
         }
     };
-    client.upload_blob(target, digest, size, body).await?;
+    let mut attempt = 1;
+    loop {
+        let error = match client.upload_blob(target, digest, size, &body).await {
+            Ok(()) => break,
+            Err(error) => error,
+        };
+        let session_lost = error.has_code("BLOB_UPLOAD_UNKNOWN") || error.has_code("BLOB_UPLOAD_INVALID");
+        if attempt >= BLOB_ATTEMPTS || !(error.is_retryable() || session_lost) {
+            return Err(error.into());
+        }
+        // The commit may have reached the registry before the connection failed.
+        if client.blob_exists(target, digest, Access::Push).await? {
+            break;
+        }
+        warn!(%digest, attempt, %error, "upload failed; starting it again");
+        attempt += 1;
+    }
     progress.report(Event::BlobUploaded { digest, size });
     Ok(())
 }
