@@ -11,7 +11,7 @@ use crate::files::FileList;
 use crate::handler::{self, Handler, ResolvedHandler};
 use crate::image::{assemble, AddedLayer, ConfigChanges, Image};
 use crate::layer::{write_layer, LayerOptions, DEFAULT_EPOCH};
-use crate::node_version::{choose_major, LAMBDA_NODE_BASE};
+use crate::node_version::{choose_major, major_from_tag, range_admits_major, LAMBDA_NODE_BASE};
 use crate::platform::Platform;
 use crate::progress::{Event, Progress};
 use crate::registry::RegistryClient;
@@ -67,7 +67,10 @@ pub async fn build(
     info!(handler = %resolved.handler, module = %resolved.module_file, "handler");
 
     let base_location = match &request.base {
-        Some(location) => location.clone(),
+        Some(location) => {
+            warn_on_node_mismatch(&package, location);
+            location.clone()
+        }
         None => default_base(&package)?,
     };
     let base = BaseImage::load(base_location, &request.platform, client).await?;
@@ -184,6 +187,31 @@ fn read_package_json(app_dir: &Path) -> Result<serde_json::Value> {
             reason: format!("is not valid JSON (line {}, column {}); fix the file so that `npm install` accepts it", e.line(), e.column()),
         }),
     }
+}
+
+/// Warns when `engines.node` rules out the Node.js major of an explicit Lambda Node.js base,
+/// such as package.json wanting 22 on `nodejs:20`.
+fn warn_on_node_mismatch(package: &serde_json::Value, base: &BaseLocation) {
+    let Some(range) = engines_node(package) else {
+        return;
+    };
+    let tag = match base {
+        BaseLocation::Registry(reference) if reference.repository().ends_with("lambda/nodejs") => {
+            reference.tag()
+        }
+        BaseLocation::Layout { tag, .. } => tag.as_deref(),
+        BaseLocation::Registry(_) => None,
+    };
+    let Some(major) = tag.and_then(major_from_tag) else {
+        return;
+    };
+    if range_admits_major(range, major) == Some(false) {
+        warn!("package.json's engines.node `{range}` does not admit Node.js {major}, the major of base image `{base}`");
+    }
+}
+
+fn engines_node(package: &serde_json::Value) -> Option<&str> {
+    package.get("engines")?.get("node")?.as_str()
 }
 
 /// `public.ecr.aws/lambda/nodejs:<major>` for the major `engines.node` asks for.

@@ -73,9 +73,16 @@ pub struct ImageOptions {
     #[arg(long, value_name = "MODULE.FUNCTION")]
     pub handler: Option<String>,
 
-    /// Target platform, picked from the base image's index: linux/amd64 or linux/arm64.
-    #[arg(long, default_value = "linux/amd64")]
-    pub platform: String,
+    /// Target platforms, picked from the base image's index: linux/amd64, linux/arm64, or both
+    /// separated by a comma. With two, `push` pushes TAG-amd64 and TAG-arm64, and TAG for the
+    /// first, each a single-platform image as Lambda requires.
+    #[arg(long, default_value = "linux/amd64", value_delimiter = ',', num_args = 1..)]
+    pub platform: Vec<String>,
+
+    /// Also push (or write) an image index of all platforms, as TAG-index, for users outside
+    /// Lambda, which rejects indexes.
+    #[arg(long)]
+    pub index: bool,
 
     /// gzip level for the app's layers, 0 (none) to 9 (smallest).
     #[arg(long, default_value_t = lambda_image::layer::DEFAULT_COMPRESSION_LEVEL,

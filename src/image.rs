@@ -79,6 +79,51 @@ impl Image {
     }
 }
 
+/// An image index over single-platform images, serialized once.
+#[derive(Debug, Clone)]
+pub struct IndexBlob {
+    pub bytes: Vec<u8>,
+    pub digest: Digest,
+    pub media_type: MediaType,
+}
+
+/// Builds an index listing `images` with their platforms, in the family of the first image:
+/// for registries and users outside Lambda, which does not accept indexes.
+pub fn build_index(images: &[(&Image, &Platform)]) -> IndexBlob {
+    let family = images
+        .first()
+        .and_then(|(image, _)| image.manifest_media_type().family())
+        .unwrap_or(crate::media_type::Family::Oci);
+    let media_type = match family {
+        crate::media_type::Family::Oci => MediaType::OciIndex,
+        crate::media_type::Family::Docker => MediaType::DockerManifestList,
+    };
+    let manifests = images
+        .iter()
+        .map(|(image, platform)| Descriptor {
+            platform: Some((*platform).clone()),
+            ..Descriptor::new(
+                image.manifest_media_type(),
+                image.manifest_digest.clone(),
+                image.manifest_bytes.len() as u64,
+            )
+        })
+        .collect();
+    let index = crate::manifest::ImageIndex {
+        schema_version: 2,
+        media_type: Some(media_type.clone()),
+        manifests,
+        annotations: None,
+        extra: Default::default(),
+    };
+    let bytes = to_canonical_json(&index);
+    IndexBlob {
+        digest: Digest::of(&bytes),
+        bytes,
+        media_type,
+    }
+}
+
 /// What the image adds to the base config.
 #[derive(Debug, Clone)]
 pub struct ConfigChanges<'a> {

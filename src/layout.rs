@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 use crate::base::BaseImage;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::image::{Image, LayerSource};
+use crate::image::{Image, IndexBlob, LayerSource};
 use crate::manifest::{to_canonical_json, Descriptor, ImageIndex, REF_NAME_ANNOTATION};
 use crate::media_type::MediaType;
 use crate::registry::RegistryClient;
@@ -125,16 +125,23 @@ impl Layout {
     }
 }
 
-/// Writes `image` to `output` as an OCI image layout whose `index.json` names it `tag`.
+/// An image to write into a layout, under a tag.
+pub struct LayoutEntry<'a> {
+    pub tag: String,
+    pub image: &'a Image,
+    pub base: &'a BaseImage,
+}
+
+/// Writes the images of `entries` (and `index`, when given, under its tag) to `output` as one
+/// OCI image layout whose `index.json` names each by tag.
 ///
 /// The layout is assembled in a temporary folder beside `output` and renamed into place, so a
 /// failed or interrupted build leaves no partial layout. An existing layout at `output` is
 /// replaced; any other existing non-empty folder is an error.
 pub async fn write_layout(
     output: &Path,
-    tag: &str,
-    image: &Image,
-    base: &BaseImage,
+    entries: &[LayoutEntry<'_>],
+    index: Option<(&str, &IndexBlob)>,
     client: &RegistryClient,
 ) -> Result<()> {
     check_output(output)?;
@@ -150,14 +157,63 @@ pub async fn write_layout(
     let root = staging.path();
     let blob_dir = root.join("blobs").join("sha256");
     fs::create_dir_all(&blob_dir).map_err(|e| Error::io("create", &blob_dir, e))?;
-
     write_file(&root.join(OCI_LAYOUT_FILE), OCI_LAYOUT_CONTENT)?;
+
+    let mut descriptors = Vec::new();
+    for entry in entries {
+        write_image_blobs(root, entry.image, entry.base, client).await?;
+        let descriptor = Descriptor::new(
+            entry.image.manifest_media_type(),
+            entry.image.manifest_digest.clone(),
+            entry.image.manifest_bytes.len() as u64,
+        );
+        descriptors.push(tagged(descriptor, &entry.tag));
+    }
+    if let Some((tag, index)) = index {
+        write_file(&Layout::blob_path(root, &index.digest), &index.bytes)?;
+        let descriptor = Descriptor::new(
+            index.media_type.clone(),
+            index.digest.clone(),
+            index.bytes.len() as u64,
+        );
+        descriptors.push(tagged(descriptor, tag));
+    }
+
+    let index = ImageIndex {
+        schema_version: 2,
+        media_type: Some(MediaType::OciIndex),
+        manifests: descriptors,
+        annotations: None,
+        extra: BTreeMap::new(),
+    };
+    write_file(&root.join(INDEX_FILE), &to_canonical_json(&index))?;
+    replace_output(staging, output)
+}
+
+fn tagged(mut descriptor: Descriptor, tag: &str) -> Descriptor {
+    descriptor.annotations = Some(BTreeMap::from([(
+        REF_NAME_ANNOTATION.to_string(),
+        tag.to_string(),
+    )]));
+    descriptor
+}
+
+/// Writes the config, layers and manifest of `image`; blobs already written are skipped.
+async fn write_image_blobs(
+    root: &Path,
+    image: &Image,
+    base: &BaseImage,
+    client: &RegistryClient,
+) -> Result<()> {
     write_file(
         &Layout::blob_path(root, &image.config_descriptor().digest),
         &image.config,
     )?;
     for layer in &image.layers {
         let destination = Layout::blob_path(root, &layer.descriptor.digest);
+        if destination.exists() {
+            continue;
+        }
         match &layer.source {
             LayerSource::File(path) => copy_file(path, &destination)?,
             LayerSource::Base => {
@@ -168,27 +224,7 @@ pub async fn write_layout(
     write_file(
         &Layout::blob_path(root, &image.manifest_digest),
         &image.manifest_bytes,
-    )?;
-
-    let mut descriptor = Descriptor::new(
-        image.manifest_media_type(),
-        image.manifest_digest.clone(),
-        image.manifest_bytes.len() as u64,
-    );
-    descriptor.annotations = Some(BTreeMap::from([(
-        REF_NAME_ANNOTATION.to_string(),
-        tag.to_string(),
-    )]));
-    let index = ImageIndex {
-        schema_version: 2,
-        media_type: Some(MediaType::OciIndex),
-        manifests: vec![descriptor],
-        annotations: None,
-        extra: BTreeMap::new(),
-    };
-    write_file(&root.join(INDEX_FILE), &to_canonical_json(&index))?;
-
-    replace_output(staging, output)
+    )
 }
 
 /// Accepts a missing path, an empty folder or an existing layout as the output.

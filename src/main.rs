@@ -5,10 +5,11 @@ mod cli;
 mod report;
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use cli::{Cli, Command, EcrFlags, ImageOptions, TagMutability};
@@ -17,9 +18,10 @@ use lambda_image::build::{build, BuildRequest, Built};
 use lambda_image::ecr::{
     is_auth_rejection, EcrOptions, EcrSession, RepositorySettings, TagState, TokenCache,
 };
-use lambda_image::layout::write_layout;
+use lambda_image::image::build_index;
+use lambda_image::layout::{write_layout, LayoutEntry};
 use lambda_image::registry::{push_image, ClientOptions, RegistryClient};
-use lambda_image::Reference;
+use lambda_image::{Digest, Platform, Reference};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -55,28 +57,70 @@ async fn run(cli: Cli) -> Result<()> {
             image,
             options,
             ecr,
-        } => push(dir, &image, &options, &ecr, client, &progress).await,
+        } => push(&dir, &image, &options, &ecr, client, &progress).await,
         Command::Build {
             dir,
             output,
             tag,
             options,
-        } => {
-            let built = build_image(dir, &options, &client, &progress).await?;
-            write_layout(&output, &tag, &built.image, &built.base, &client)
-                .await
-                .with_context(|| format!("writing the image to {}", output.display()))?;
-            print_result(&format!(
-                "oci:{}:{tag}@{}",
-                output.display(),
-                built.image.manifest_digest
-            ))
-        }
+        } => build_layout(&dir, &output, &tag, &options, &client, &progress).await,
     }
 }
 
+/// One platform's image and the tags it goes under.
+struct PlatformBuild {
+    built: Built,
+    tags: Vec<String>,
+}
+
+/// Builds the image for each platform that `options` names.
+async fn build_all(
+    dir: &Path,
+    tag: &str,
+    options: &ImageOptions,
+    client: &RegistryClient,
+    progress: &report::StderrProgress,
+) -> Result<Vec<PlatformBuild>> {
+    let platforms = parse_platforms(&options.platform)?;
+    if options.index && platforms.len() < 2 {
+        bail!("--index needs two platforms, such as --platform linux/amd64,linux/arm64");
+    }
+    let mut builds = Vec::new();
+    for (position, platform) in platforms.iter().enumerate() {
+        let built = build_image(dir, options, platform.clone(), client, progress).await?;
+        built.image.check_limits()?;
+        let tags = if platforms.len() == 1 {
+            vec![tag.to_string()]
+        } else if position == 0 {
+            vec![format!("{tag}-{}", platform.architecture), tag.to_string()]
+        } else {
+            vec![format!("{tag}-{}", platform.architecture)]
+        };
+        builds.push(PlatformBuild { built, tags });
+    }
+    Ok(builds)
+}
+
+fn parse_platforms(values: &[String]) -> Result<Vec<Platform>> {
+    let mut platforms: Vec<Platform> = Vec::new();
+    for value in values {
+        let platform: Platform = value.trim().parse()?;
+        if platforms
+            .iter()
+            .any(|p| p.architecture == platform.architecture)
+        {
+            bail!(
+                "--platform names {} twice; give each architecture once",
+                platform.architecture
+            );
+        }
+        platforms.push(platform);
+    }
+    Ok(platforms)
+}
+
 async fn push(
-    dir: std::path::PathBuf,
+    dir: &Path,
     image: &str,
     options: &ImageOptions,
     ecr: &EcrFlags,
@@ -84,6 +128,13 @@ async fn push(
     progress: &report::StderrProgress,
 ) -> Result<()> {
     let target: Reference = image.parse()?;
+    if target.digest().is_some() {
+        bail!(
+            "push target `{image}` names a digest; name a tag instead, such as {}:latest",
+            target.repository()
+        );
+    }
+    let tag = target.tag().unwrap_or("latest").to_string();
     let create = ecr.create_repository.then_some(RepositorySettings {
         immutable_tags: ecr.image_tag_mutability == TagMutability::Immutable,
         scan_on_push: ecr.scan_on_push,
@@ -101,39 +152,144 @@ async fn push(
     )
     .await?;
 
-    let built = build_image(dir, options, &client, progress).await?;
-    built.image.check_limits()?;
-    if let Some(session) = &session {
-        if session.check_tag(&built.image.manifest_digest).await? == TagState::SameImage {
-            eprintln!("the immutable tag already names this image; nothing to push");
-            return print_result(&format!("{image}@{}", built.image.manifest_digest));
+    let builds = build_all(dir, &tag, options, &client, progress).await?;
+    let mut pending = Vec::new();
+    for build in &builds {
+        for tag in &build.tags {
+            let digest = &build.built.image.manifest_digest;
+            if let Some(session) = &session {
+                if session.check_tag(tag, digest).await? == TagState::SameImage {
+                    eprintln!("immutable tag {tag} already names this image; nothing to push");
+                    continue;
+                }
+            }
+            pending.push((build, tag.clone()));
         }
     }
 
-    let base = Arc::new(built.base.clone());
-    let mut result = push_image(
-        client.clone(),
-        &target,
-        &built.image,
-        base.clone(),
-        progress,
-    )
-    .await;
+    let mut result = push_pending(&client, &target, &pending, progress).await;
     if let (Err(error), Some(session)) = (&result, &session) {
         if is_auth_rejection(error) {
             // An ECR token can expire or be revoked mid-push; one fresh login and a rerun,
             // which skips the blobs already uploaded, finishes the job.
             tracing::warn!("the registry rejected the ECR token; logging in again");
             session.refresh_login(&client).await?;
-            result = push_image(client.clone(), &target, &built.image, base, progress).await;
+            result = push_pending(&client, &target, &pending, progress).await;
         }
     }
-    print_result(&format!("{image}@{}", result?))
+    result?;
+
+    if options.index {
+        let images: Vec<_> = builds
+            .iter()
+            .map(|b| (&b.built.image, &b.built.base.platform))
+            .collect();
+        let index = build_index(&images);
+        let reference = target.with_tag(&format!("{tag}-index"));
+        client
+            .put_manifest(&reference, &index.bytes, &index.media_type)
+            .await?;
+        print_result(&format!("{reference}@{}", index.digest))?;
+    }
+    for build in &builds {
+        for tag in &build.tags {
+            let name = if builds.len() == 1 {
+                image.to_string()
+            } else {
+                target.with_tag(tag).to_string()
+            };
+            print_result(&format!("{name}@{}", build.built.image.manifest_digest))?;
+        }
+    }
+    Ok(())
+}
+
+/// Pushes each image under its tags: blobs and manifest for the first tag, the manifest alone
+/// for the others.
+async fn push_pending(
+    client: &Arc<RegistryClient>,
+    target: &Reference,
+    pending: &[(&PlatformBuild, String)],
+    progress: &report::StderrProgress,
+) -> lambda_image::error::Result<()> {
+    let mut pushed: Vec<&Digest> = Vec::new();
+    for (build, tag) in pending {
+        let image = &build.built.image;
+        let reference = target.with_tag(tag);
+        if pushed.contains(&&image.manifest_digest) {
+            client
+                .put_manifest(
+                    &reference,
+                    &image.manifest_bytes,
+                    &image.manifest_media_type(),
+                )
+                .await?;
+            continue;
+        }
+        let base = Arc::new(build.built.base.clone());
+        push_image(client.clone(), &reference, image, base, progress).await?;
+        pushed.push(&image.manifest_digest);
+    }
+    Ok(())
+}
+
+async fn build_layout(
+    dir: &Path,
+    output: &Path,
+    tag: &str,
+    options: &ImageOptions,
+    client: &RegistryClient,
+    progress: &report::StderrProgress,
+) -> Result<()> {
+    let builds = build_all(dir, tag, options, client, progress).await?;
+    let entries: Vec<LayoutEntry> = builds
+        .iter()
+        .flat_map(|build| {
+            build.tags.iter().map(|tag| LayoutEntry {
+                tag: tag.clone(),
+                image: &build.built.image,
+                base: &build.built.base,
+            })
+        })
+        .collect();
+    let index = options.index.then(|| {
+        let images: Vec<_> = builds
+            .iter()
+            .map(|b| (&b.built.image, &b.built.base.platform))
+            .collect();
+        build_index(&images)
+    });
+    let index_tag = format!("{tag}-index");
+    write_layout(
+        output,
+        &entries,
+        index.as_ref().map(|index| (index_tag.as_str(), index)),
+        client,
+    )
+    .await
+    .with_context(|| format!("writing the image to {}", output.display()))?;
+    if let Some(index) = &index {
+        print_result(&format!(
+            "oci:{}:{index_tag}@{}",
+            output.display(),
+            index.digest
+        ))?;
+    }
+    for entry in &entries {
+        print_result(&format!(
+            "oci:{}:{}@{}",
+            output.display(),
+            entry.tag,
+            entry.image.manifest_digest
+        ))?;
+    }
+    Ok(())
 }
 
 async fn build_image(
-    dir: std::path::PathBuf,
+    dir: &Path,
     options: &ImageOptions,
+    platform: Platform,
     client: &RegistryClient,
     progress: &report::StderrProgress,
 ) -> Result<Built> {
@@ -143,17 +299,17 @@ async fn build_image(
         .map(str::parse::<BaseLocation>)
         .transpose()?;
     let request = BuildRequest {
-        app_dir: dir,
+        app_dir: PathBuf::from(dir),
         base,
         handler: options.handler.clone(),
-        platform: options.platform.parse()?,
+        platform,
         compression_level: options.compression_level,
         epoch: None,
     };
     Ok(build(&request, client, progress).await?)
 }
 
-/// Prints the one result line; a closed stdout (`| head`) is not an error.
+/// Prints one result line; a closed stdout (`| head`) is not an error.
 fn print_result(line: &str) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {

@@ -58,6 +58,20 @@ pub fn choose_major(engines_node: Option<&str>) -> MajorChoice {
     }
 }
 
+/// Reports whether the `engines.node` range admits some version of `major`; `None` when the
+/// range cannot be read.
+pub fn range_admits_major(range: &str, major: u64) -> Option<bool> {
+    let sets = parse_range(range)?;
+    Some(sets.iter().any(|set| admits_major(set, major)))
+}
+
+/// Reads the Node.js major from a Lambda Node.js base image tag such as `22`, `22.2024.11.01`
+/// or `24-arm64`; `None` for tags that do not start with a number.
+pub fn major_from_tag(tag: &str) -> Option<u64> {
+    let digits: String = tag.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
 fn admits_major(set: &[Interval], major: u64) -> bool {
     let mut lower = (major, 0, 0);
     let mut upper = (major + 1, 0, 0);
@@ -220,6 +234,16 @@ mod tests {
         assert_eq!(major(">22"), 24);
         assert_eq!(major("*"), 24);
         assert_eq!(major("v24.1.0"), 24);
+    }
+
+    #[test]
+    fn base_tags_give_their_major() {
+        assert_eq!(major_from_tag("22"), Some(22));
+        assert_eq!(major_from_tag("24.2025.11.20"), Some(24));
+        assert_eq!(major_from_tag("latest"), None);
+        assert_eq!(range_admits_major(">=22", 20), Some(false));
+        assert_eq!(range_admits_major("20 || 22", 22), Some(true));
+        assert_eq!(range_admits_major("banana", 22), None);
     }
 
     #[test]

@@ -491,3 +491,113 @@ fn bad_input_fails_with_one_line_and_pushes_nothing() {
     let missing = common::try_inspect(["registry", &registry.url(), "never", "latest"]);
     assert!(missing.is_err(), "a failed push left a manifest behind");
 }
+
+#[test]
+fn two_platforms_push_one_tag_each() {
+    let registry = Registry::start();
+    let base = base_in(&registry, "base");
+    let image = format!("{}/multi:v1", registry.host());
+    let output = lambda_image(&[
+        "push",
+        example_app().to_str().unwrap(),
+        &image,
+        "--base",
+        &base,
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--index",
+    ]);
+    assert_success(&output);
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    for (tag, architecture) in [
+        ("v1-amd64", "amd64"),
+        ("v1", "amd64"),
+        ("v1-arm64", "arm64"),
+    ] {
+        let pulled = inspect_registry(&registry, "multi", tag);
+        assert_eq!(
+            pulled["manifest_media_type"], "application/vnd.oci.image.manifest.v1+json",
+            "{tag}"
+        );
+        assert_eq!(pulled["config"]["architecture"], architecture, "{tag}");
+        let line = format!(
+            "{}/multi:{tag}@{}",
+            registry.host(),
+            pulled["manifest_digest"].as_str().unwrap()
+        );
+        assert!(lines.contains(&line.as_str()), "{line} not in {text}");
+    }
+    let index = inspect_registry_platform(&registry, "multi", "v1-index", "linux/arm64");
+    assert_eq!(
+        index["index"]["media_type"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(index["config"]["architecture"], "arm64");
+}
+
+#[test]
+fn index_needs_two_platforms() {
+    let output = lambda_image(&[
+        "push",
+        example_app().to_str().unwrap(),
+        "127.0.0.1:9/x:y",
+        "--index",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("--index needs two platforms"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn credential_helper_supplies_the_password() {
+    let registry = Registry::start_with_basic_auth("helper-user", "helper-pass");
+    let base = base_in(&registry, "base");
+    let tools = tempfile::tempdir().unwrap();
+    let helper = tools.path().join("docker-credential-fake");
+    // The helper protocol: the server name on stdin, JSON with Username and Secret on stdout.
+    fs::write(
+        &helper,
+        "#!/bin/sh\nread server\necho \"$server\" > \"$(dirname \"$0\")/asked\"\n\
+         echo '{\"ServerURL\":\"'\"$server\"'\",\"Username\":\"helper-user\",\"Secret\":\"helper-pass\"}'\n",
+    )
+    .unwrap();
+    fs::set_permissions(&helper, fs::Permissions::from_mode(0o755)).unwrap();
+    let config = tempfile::tempdir().unwrap();
+    fs::write(
+        config.path().join("config.json"),
+        format!(r#"{{"credHelpers":{{"{}":"fake"}}}}"#, registry.host()),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        tools.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+
+    let image = format!("{}/helped:latest", registry.host());
+    let output = lambda_image_with_env(
+        &[
+            "push",
+            example_app().to_str().unwrap(),
+            &image,
+            "--base",
+            &base,
+        ],
+        &[
+            ("DOCKER_CONFIG", config.path().to_str().unwrap()),
+            ("PATH", &path),
+        ],
+    );
+    pushed_digest(&output, &image);
+    assert_eq!(
+        fs::read_to_string(tools.path().join("asked"))
+            .unwrap()
+            .trim(),
+        registry.host()
+    );
+}

@@ -79,10 +79,10 @@ impl EcrSession {
 
     /// Checks the tag against an immutable repository before anything is uploaded: the same
     /// image is a success with nothing to do, another image an error.
-    pub async fn check_tag(&self, manifest_digest: &Digest) -> Result<TagState> {
-        let Some(tag) = self.target.tag().filter(|_| self.repository.immutable_tags) else {
+    pub async fn check_tag(&self, tag: &str, manifest_digest: &Digest) -> Result<TagState> {
+        if !self.repository.immutable_tags {
             return Ok(TagState::Free);
-        };
+        }
         match self.client.tag_digest(self.target.repository(), tag).await? {
             None => Ok(TagState::Free),
             Some(existing) if existing == *manifest_digest => Ok(TagState::SameImage),
