@@ -78,6 +78,7 @@ pub async fn build(
     let options = LayerOptions {
         mtime: epoch,
         compression_level: request.compression_level,
+        threads: crate::layer::default_threads(),
     };
     let work_dir = tempfile::Builder::new()
         .prefix("lambda-image-")

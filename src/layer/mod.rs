@@ -28,6 +28,8 @@ pub struct LayerOptions {
     pub mtime: i64,
     /// gzip level, 0 to 9.
     pub compression_level: u32,
+    /// Threads that compress blocks; the output is the same for any number.
+    pub threads: usize,
 }
 
 impl Default for LayerOptions {
@@ -35,8 +37,14 @@ impl Default for LayerOptions {
         LayerOptions {
             mtime: DEFAULT_EPOCH,
             compression_level: DEFAULT_COMPRESSION_LEVEL,
+            threads: default_threads(),
         }
     }
+}
+
+/// One compression thread per core.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// A layer written to disk as a gzip blob.
@@ -69,7 +77,7 @@ pub fn write_layer<'a>(
         .map_err(|e| Error::io("open", temporary.path(), e))?;
 
     let compressed = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
-    let gzip = BlockGzipWriter::new(compressed, options.compression_level);
+    let gzip = BlockGzipWriter::new(compressed, options.compression_level, options.threads);
     let mut tar = TarWriter::new(HashingWriter::new(gzip), options.mtime, TASK_ROOT);
 
     let mut entry_count = 0;
