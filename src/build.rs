@@ -2,15 +2,16 @@
 
 use std::path::{Path, PathBuf};
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::base::{BaseImage, BaseLocation};
+use crate::cache::{layer_key, LayerCache};
 use crate::dockerignore::DockerIgnore;
 use crate::error::{Error, Result};
-use crate::files::FileList;
+use crate::files::{ChangeStamp, FileEntry, FileList};
 use crate::handler::{self, Handler, ResolvedHandler};
 use crate::image::{assemble, AddedLayer, ConfigChanges, Image};
-use crate::layer::{write_layer, LayerOptions, DEFAULT_EPOCH};
+use crate::layer::{write_layer, LayerBlob, LayerOptions, DEFAULT_EPOCH};
 use crate::node_version::{choose_major, major_from_tag, range_admits_major, LAMBDA_NODE_BASE};
 use crate::platform::Platform;
 use crate::progress::{Event, Progress};
@@ -28,6 +29,8 @@ pub struct BuildRequest {
     pub compression_level: u32,
     /// Seconds since the epoch for every timestamp; `None` reads `SOURCE_DATE_EPOCH`.
     pub epoch: Option<i64>,
+    /// Whether to reuse and store layers in the user's cache folder.
+    pub use_cache: bool,
 }
 
 /// A built image with its base; the layer files live as long as this value.
@@ -85,8 +88,9 @@ pub async fn build(
         .tempdir()
         .map_err(|e| Error::io("create a temporary folder in", std::env::temp_dir(), e))?;
     let blob_dir = work_dir.path().to_path_buf();
+    let cache = request.use_cache.then(LayerCache::in_user_cache).flatten();
     let (files, added) = tokio::task::spawn_blocking(move || {
-        write_app_layers(&files, &options, &blob_dir).map(|added| (files, added))
+        write_app_layers(&files, &options, cache.as_ref(), &blob_dir).map(|added| (files, added))
     })
     .await
     .expect("the layer task does not panic")?;
@@ -120,28 +124,51 @@ pub async fn build(
 }
 
 /// Writes the dependency layer (when there is a `node_modules`) and the app layer, so an app
-/// change leaves the dependency layer's digest, and its upload, untouched.
+/// change leaves the dependency layer's digest, and its upload, untouched. Layers whose input
+/// files are unchanged since an earlier build come from `cache` without being read.
 fn write_app_layers(
     files: &FileList,
     options: &LayerOptions,
-    blob_dir: &Path,
+    cache: Option<&LayerCache>,
+    work_dir: &Path,
 ) -> Result<Vec<AddedLayer>> {
     let (dependencies, app): (Vec<_>, Vec<_>) = files
-        .entries()
-        .iter()
-        .partition(|entry| entry.is_dependency());
+        .stamped()
+        .partition(|(entry, _)| entry.is_dependency());
     let mut added = Vec::new();
     if !dependencies.is_empty() {
         added.push(AddedLayer {
-            blob: write_layer(dependencies, options, blob_dir)?,
+            blob: cached_layer(&dependencies, options, cache, work_dir)?,
             created_by: "lambda-image: COPY node_modules /var/task/node_modules".to_string(),
         });
     }
     added.push(AddedLayer {
-        blob: write_layer(app, options, blob_dir)?,
+        blob: cached_layer(&app, options, cache, work_dir)?,
         created_by: "lambda-image: COPY app files /var/task".to_string(),
     });
     Ok(added)
+}
+
+fn cached_layer(
+    entries: &[(&FileEntry, &ChangeStamp)],
+    options: &LayerOptions,
+    cache: Option<&LayerCache>,
+    work_dir: &Path,
+) -> Result<LayerBlob> {
+    let Some(cache) = cache else {
+        return write_layer(entries.iter().map(|(entry, _)| *entry), options, work_dir);
+    };
+    let key = layer_key(entries.iter().copied(), options)?;
+    if let Some(blob) = cache.lookup(&key) {
+        debug!(digest = %blob.digest, "layer unchanged; reusing it from the cache");
+        return Ok(blob);
+    }
+    let blob = write_layer(
+        entries.iter().map(|(entry, _)| *entry),
+        options,
+        &cache.scratch_dir(),
+    )?;
+    cache.store(&key, blob)
 }
 
 /// Reads `SOURCE_DATE_EPOCH`, the reproducible-builds convention for a fixed timestamp.

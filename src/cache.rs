@@ -1,6 +1,32 @@
-//! The user's cache folder for lambda-image.
+//! The user's cache folder: compressed layers, found again by a fingerprint of their input
+//! files' metadata, so that a rebuild of unchanged files reads and compresses nothing.
+//!
+//! Layout under `$XDG_CACHE_HOME/lambda-image/layers`: `blobs/<hex>` holds gzip blobs by
+//! digest, `index/<key>.json` maps an input fingerprint to the blob it produced. Both are
+//! written through a temporary file and a rename, so two runs sharing the cache never see a
+//! half-written file, and the loser of a race overwrites the winner with identical bytes.
 
-use std::path::PathBuf;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{Digest, Hasher};
+use crate::error::{Error, Result};
+use crate::files::{ChangeStamp, EntryKind, FileEntry};
+use crate::layer::{LayerBlob, LayerOptions};
+
+/// Bumped whenever the layer bytes for the same input change, so old cache entries stop matching.
+const FORMAT_VERSION: &str = "lambda-image layer format 1";
+
+/// Files modified this recently are hashed by content: a write within the file system's
+/// timestamp granularity could leave size and mtime unchanged (git calls these "racy").
+const RACY_WINDOW: Duration = Duration::from_secs(2);
+
+/// Cache size above which `prune` removes the least recently used layers.
+pub const DEFAULT_MAX_CACHE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
 /// `$XDG_CACHE_HOME/lambda-image`, else `~/.cache/lambda-image`; `None` without either variable.
 pub fn cache_root() -> Option<PathBuf> {
@@ -10,4 +36,298 @@ pub fn cache_root() -> Option<PathBuf> {
             .join(".cache"),
     };
     Some(base.join("lambda-image"))
+}
+
+/// A cache of compressed layers.
+#[derive(Debug, Clone)]
+pub struct LayerCache {
+    root: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+struct IndexEntry {
+    digest: Digest,
+    diff_id: Digest,
+    size: u64,
+    uncompressed_size: u64,
+    entry_count: usize,
+}
+
+/// What `prune` removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    pub removed_blobs: usize,
+    pub removed_bytes: u64,
+    pub kept_bytes: u64,
+}
+
+impl LayerCache {
+    /// Opens (creating) the cache at `root`.
+    pub fn open(root: PathBuf) -> Result<LayerCache> {
+        for folder in ["blobs", "index", "tmp"] {
+            let path = root.join(folder);
+            fs::create_dir_all(&path)
+                .map_err(|e| Error::io("create the cache folder", &path, e))?;
+        }
+        Ok(LayerCache { root })
+    }
+
+    /// The cache in the user's cache folder, or `None` when there is no usable one.
+    pub fn in_user_cache() -> Option<LayerCache> {
+        let root = cache_root()?.join("layers");
+        match LayerCache::open(root) {
+            Ok(cache) => Some(cache),
+            Err(error) => {
+                tracing::warn!(%error, "building without the layer cache");
+                None
+            }
+        }
+    }
+
+    /// The folder for layers being written; on the cache's file system, so storing is a rename.
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Returns the cached layer for `key`, if its blob is still there.
+    pub fn lookup(&self, key: &Digest) -> Option<LayerBlob> {
+        let bytes = fs::read(self.index_path(key)).ok()?;
+        let entry: IndexEntry = serde_json::from_slice(&bytes).ok()?;
+        let path = self.blob_path(&entry.digest);
+        let metadata = fs::metadata(&path).ok()?;
+        if metadata.len() != entry.size {
+            return None;
+        }
+        // The modification time records use, for least-recently-used pruning.
+        let _ = fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.set_modified(SystemTime::now()));
+        Some(LayerBlob {
+            digest: entry.digest,
+            diff_id: entry.diff_id,
+            size: entry.size,
+            uncompressed_size: entry.uncompressed_size,
+            entry_count: entry.entry_count,
+            path,
+        })
+    }
+
+    /// Moves a freshly written layer into the cache under `key` and returns it at its new path.
+    pub fn store(&self, key: &Digest, blob: LayerBlob) -> Result<LayerBlob> {
+        let path = self.blob_path(&blob.digest);
+        fs::rename(&blob.path, &path)
+            .map_err(|e| Error::io("store the layer in the cache at", &path, e))?;
+        let entry = IndexEntry {
+            digest: blob.digest.clone(),
+            diff_id: blob.diff_id.clone(),
+            size: blob.size,
+            uncompressed_size: blob.uncompressed_size,
+            entry_count: blob.entry_count,
+        };
+        let index_path = self.index_path(key);
+        let temporary =
+            self.scratch_dir()
+                .join(format!("{}.{}.json", key.hex(), std::process::id()));
+        let bytes = serde_json::to_vec(&entry).expect("index entries serialize");
+        fs::write(&temporary, bytes)
+            .and_then(|()| fs::rename(&temporary, &index_path))
+            .map_err(|e| Error::io("write the cache index", &index_path, e))?;
+        Ok(LayerBlob { path, ..blob })
+    }
+
+    /// Removes the least recently used blobs until the cache holds at most `max_bytes`, and
+    /// index entries whose blob is gone.
+    pub fn prune(&self, max_bytes: u64) -> Result<PruneReport> {
+        let blob_dir = self.root.join("blobs");
+        let mut blobs = Vec::new();
+        for item in fs::read_dir(&blob_dir).map_err(|e| Error::io("read", &blob_dir, e))? {
+            let Ok(item) = item else { continue };
+            let Ok(metadata) = item.metadata() else {
+                continue;
+            };
+            let used = metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            blobs.push((used, metadata.len(), item.path()));
+        }
+        blobs.sort();
+        let mut report = PruneReport {
+            kept_bytes: blobs.iter().map(|(_, size, _)| size).sum(),
+            ..PruneReport::default()
+        };
+        for (_, size, path) in &blobs {
+            if report.kept_bytes <= max_bytes {
+                break;
+            }
+            if fs::remove_file(path).is_ok() {
+                report.removed_blobs += 1;
+                report.removed_bytes += size;
+                report.kept_bytes -= size;
+            }
+        }
+        self.remove_orphan_index_entries();
+        Ok(report)
+    }
+
+    fn remove_orphan_index_entries(&self) {
+        let Ok(items) = fs::read_dir(self.root.join("index")) else {
+            return;
+        };
+        for item in items.flatten() {
+            let orphan = fs::read(item.path())
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<IndexEntry>(&bytes).ok())
+                .is_none_or(|entry| !self.blob_path(&entry.digest).exists());
+            if orphan {
+                let _ = fs::remove_file(item.path());
+            }
+        }
+    }
+
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs").join(digest.hex())
+    }
+
+    fn index_path(&self, key: &Digest) -> PathBuf {
+        self.root.join("index").join(format!("{}.json", key.hex()))
+    }
+}
+
+/// Fingerprints a layer's input: every entry's path, kind, mode bit and change stamp, plus the
+/// options that shape the bytes. A file changed within the racy window is fingerprinted by its
+/// content instead of its stamp.
+pub fn layer_key<'a>(
+    entries: impl IntoIterator<Item = (&'a FileEntry, &'a ChangeStamp)>,
+    options: &LayerOptions,
+) -> Result<Digest> {
+    let racy_after = SystemTime::now() - RACY_WINDOW;
+    let racy_after_ns = racy_after
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+
+    let mut hasher = Hasher::new();
+    hasher.update(FORMAT_VERSION.as_bytes());
+    hasher.update(
+        format!(
+            "\0{}\0{}\0{}\n",
+            options.mtime,
+            options.compression_level,
+            crate::layer::TASK_ROOT
+        )
+        .as_bytes(),
+    );
+    for (entry, stamp) in entries {
+        let kind = match &entry.kind {
+            EntryKind::Directory => "d".to_string(),
+            EntryKind::File { size } => format!("f{size}"),
+            EntryKind::Symlink { target } => format!("l{target}"),
+        };
+        hasher.update(format!("{}\0{kind}\0{}\0", entry.path, entry.executable).as_bytes());
+        let is_file = matches!(entry.kind, EntryKind::File { .. });
+        if is_file && (stamp.mtime_ns >= racy_after_ns || stamp.ctime_ns >= racy_after_ns) {
+            hasher.update(b"content\0");
+            hasher.update(content_digest(&entry.source)?.hex().as_bytes());
+        } else {
+            let ChangeStamp {
+                size,
+                mtime_ns,
+                ctime_ns,
+                inode,
+                device,
+                mode,
+            } = stamp;
+            hasher.update(
+                format!("{size}\0{mtime_ns}\0{ctime_ns}\0{inode}\0{device}\0{mode}").as_bytes(),
+            );
+        }
+        hasher.update(b"\n");
+    }
+    Ok(hasher.finish())
+}
+
+fn content_digest(path: &Path) -> Result<Digest> {
+    let mut file = fs::File::open(path).map_err(|e| Error::io("read", path, e))?;
+    let mut hasher = Hasher::new();
+    let mut buffer = vec![0; 256 * 1024];
+    loop {
+        let read = file
+            .read(&mut buffer)
+            .map_err(|e| Error::io("read", path, e))?;
+        if read == 0 {
+            return Ok(hasher.finish());
+        }
+        hasher.update(&buffer[..read]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dockerignore::DockerIgnore;
+    use crate::files::FileList;
+
+    fn key_of(dir: &Path) -> Digest {
+        let files = FileList::scan(dir, &DockerIgnore::empty()).unwrap();
+        layer_key(files.stamped(), &LayerOptions::default()).unwrap()
+    }
+
+    fn age(path: &Path) {
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+
+    #[test]
+    fn key_changes_with_content_of_racy_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.js");
+        fs::write(&file, "one").unwrap();
+        let first = key_of(dir.path());
+        assert_eq!(first, key_of(dir.path()), "the key is stable");
+        // Same size, written just now: only the content can tell the versions apart.
+        fs::write(&file, "two").unwrap();
+        assert_ne!(first, key_of(dir.path()));
+    }
+
+    #[test]
+    fn key_uses_stamps_for_old_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.js");
+        fs::write(&file, "one").unwrap();
+        age(&file);
+        let first = key_of(dir.path());
+        fs::write(&file, "two").unwrap();
+        age(&file);
+        // The rewrite changed ctime, which the key includes.
+        assert_ne!(first, key_of(dir.path()));
+    }
+
+    #[test]
+    fn store_lookup_and_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache::open(dir.path().join("cache")).unwrap();
+        let scratch = cache.scratch_dir().join("blob");
+        fs::write(&scratch, vec![7u8; 1000]).unwrap();
+        let blob = LayerBlob {
+            digest: Digest::of(&[7u8; 1000]),
+            diff_id: Digest::of(b"tar"),
+            size: 1000,
+            uncompressed_size: 3,
+            entry_count: 1,
+            path: scratch,
+        };
+        let key = Digest::of(b"key");
+        let stored = cache.store(&key, blob).unwrap();
+        assert_eq!(cache.lookup(&key).unwrap(), stored);
+
+        let report = cache.prune(10_000).unwrap();
+        assert_eq!(report.removed_blobs, 0);
+        let report = cache.prune(10).unwrap();
+        assert_eq!(report.removed_blobs, 1);
+        assert_eq!(report.removed_bytes, 1000);
+        assert!(cache.lookup(&key).is_none());
+    }
 }

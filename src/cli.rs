@@ -58,6 +58,38 @@ pub enum Command {
         #[command(flatten)]
         options: ImageOptions,
     },
+    /// Manage the layer cache in $XDG_CACHE_HOME/lambda-image (or ~/.cache/lambda-image).
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+}
+
+/// What `lambda-image cache` does.
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Remove the least recently used layers from the cache until it holds at most MAX_SIZE.
+    Prune {
+        /// The size to keep, in bytes or with a K, M or G suffix (powers of 1024); 0 empties it.
+        #[arg(long, default_value = "0", value_parser = parse_size)]
+        max_size: u64,
+    },
+}
+
+/// Parses `123`, `500K`, `200M` or `2G` (powers of 1024).
+fn parse_size(value: &str) -> Result<u64, String> {
+    let trimmed = value.trim();
+    let (digits, multiplier) = match trimmed.chars().last() {
+        Some('K' | 'k') => (&trimmed[..trimmed.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&trimmed[..trimmed.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&trimmed[..trimmed.len() - 1], 1 << 30),
+        _ => (trimmed, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|number| number.checked_mul(multiplier))
+        .ok_or_else(|| format!("`{value}` is not a size such as 500M or 2G"))
 }
 
 /// Flags shared by `push` and `build`.
@@ -78,6 +110,10 @@ pub struct ImageOptions {
     /// first, each a single-platform image as Lambda requires.
     #[arg(long, default_value = "linux/amd64", value_delimiter = ',', num_args = 1..)]
     pub platform: Vec<String>,
+
+    /// Build every layer afresh, without reading or writing the layer cache.
+    #[arg(long)]
+    pub no_cache: bool,
 
     /// Also push (or write) an image index of all platforms, as TAG-index, for users outside
     /// Lambda, which rejects indexes.

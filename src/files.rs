@@ -46,11 +46,41 @@ impl FileEntry {
     }
 }
 
+/// What identifies one version of a file on disk without reading it: the build cache trusts
+/// an unchanged stamp to mean unchanged content.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct ChangeStamp {
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+    pub inode: u64,
+    pub device: u64,
+    pub mode: u32,
+}
+
+impl ChangeStamp {
+    fn of(metadata: &fs::Metadata) -> ChangeStamp {
+        let nanos = |seconds: i64, nanoseconds: i64| {
+            i128::from(seconds) * 1_000_000_000 + i128::from(nanoseconds)
+        };
+        ChangeStamp {
+            size: metadata.size(),
+            mtime_ns: nanos(metadata.mtime(), metadata.mtime_nsec()),
+            ctime_ns: nanos(metadata.ctime(), metadata.ctime_nsec()),
+            inode: metadata.ino(),
+            device: metadata.dev(),
+            mode: metadata.mode(),
+        }
+    }
+}
+
 /// The entries of an app directory, sorted so that every directory precedes its contents.
 #[derive(Debug, Clone)]
 pub struct FileList {
     root: PathBuf,
     entries: Vec<FileEntry>,
+    /// The change stamp of each entry, at the same position.
+    stamps: Vec<ChangeStamp>,
 }
 
 impl FileList {
@@ -61,6 +91,7 @@ impl FileList {
     pub fn scan(app_dir: &Path, ignore: &DockerIgnore) -> Result<FileList> {
         let root = check_app_directory(app_dir)?;
         let mut entries = Vec::new();
+        let mut stamps = Vec::new();
         let mut walk = walkdir::WalkDir::new(&root)
             .min_depth(1)
             .follow_links(false)
@@ -82,11 +113,31 @@ impl FileList {
                 }
                 continue;
             }
-            if let Some(entry) = scan_entry(&root, item.path(), path, file_type)? {
+            if let Some((entry, stamp)) = scan_entry(&root, item.path(), path, file_type)? {
                 entries.push(entry);
+                stamps.push(stamp);
             }
         }
-        Ok(FileList { root, entries })
+        Ok(FileList {
+            root,
+            entries,
+            stamps,
+        })
+    }
+
+    /// Builds a list from entries made elsewhere (another folder's `node_modules`, say).
+    pub fn from_parts(root: PathBuf, entries: Vec<(FileEntry, ChangeStamp)>) -> FileList {
+        let (entries, stamps) = entries.into_iter().unzip();
+        FileList {
+            root,
+            entries,
+            stamps,
+        }
+    }
+
+    /// Each entry with its change stamp.
+    pub fn stamped(&self) -> impl Iterator<Item = (&FileEntry, &ChangeStamp)> {
+        self.entries.iter().zip(&self.stamps)
     }
 
     /// The canonical path of the app directory.
@@ -170,7 +221,7 @@ fn scan_entry(
     source: &Path,
     path: String,
     file_type: fs::FileType,
-) -> Result<Option<FileEntry>> {
+) -> Result<Option<(FileEntry, ChangeStamp)>> {
     let metadata = fs::symlink_metadata(source).map_err(|e| Error::io("read", source, e))?;
     let executable = metadata.permissions().mode() & 0o100 != 0;
     let kind = if file_type.is_dir() {
@@ -194,12 +245,13 @@ fn scan_entry(
         warn!(path = %source.display(), "skipping {what}: images hold only files, directories and symlinks");
         return Ok(None);
     };
-    Ok(Some(FileEntry {
+    let entry = FileEntry {
         path,
         source: source.to_path_buf(),
         kind,
         executable,
-    }))
+    };
+    Ok(Some((entry, ChangeStamp::of(&metadata))))
 }
 
 /// Returns the link's target as a path relative to the link, after checking that it resolves

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
-use cli::{Cli, Command, EcrFlags, ImageOptions, TagMutability};
+use cli::{CacheCommand, Cli, Command, EcrFlags, ImageOptions, TagMutability};
 use lambda_image::base::BaseLocation;
 use lambda_image::build::{build, BuildRequest, Built};
+use lambda_image::cache::{LayerCache, DEFAULT_MAX_CACHE_BYTES};
 use lambda_image::ecr::{
     is_auth_rejection, EcrOptions, EcrSession, RepositorySettings, TagState, TokenCache,
 };
@@ -57,14 +58,36 @@ async fn run(cli: Cli) -> Result<()> {
             image,
             options,
             ecr,
-        } => push(&dir, &image, &options, &ecr, client, &progress).await,
+        } => {
+            push(&dir, &image, &options, &ecr, client, &progress).await?;
+            prune_to_cap();
+            Ok(())
+        }
         Command::Build {
             dir,
             output,
             tag,
             options,
-        } => build_layout(&dir, &output, &tag, &options, &client, &progress).await,
+        } => {
+            build_layout(&dir, &output, &tag, &options, &client, &progress).await?;
+            prune_to_cap();
+            Ok(())
+        }
+        Command::Cache {
+            command: CacheCommand::Prune { max_size },
+        } => prune_cache(max_size),
     }
+}
+
+fn prune_cache(max_size: u64) -> Result<()> {
+    let Some(cache) = LayerCache::in_user_cache() else {
+        bail!("no cache folder: neither XDG_CACHE_HOME nor HOME is set");
+    };
+    let report = cache.prune(max_size)?;
+    print_result(&format!(
+        "removed {} layers ({} bytes); the cache holds {} bytes",
+        report.removed_blobs, report.removed_bytes, report.kept_bytes
+    ))
 }
 
 /// One platform's image and the tags it goes under.
@@ -152,7 +175,20 @@ async fn push(
     )
     .await?;
 
-    let builds = build_all(dir, &tag, options, &client, progress).await?;
+    let builds = match build_all(dir, &tag, options, &client, progress).await {
+        Err(error) if session.is_some() && error.downcast_ref().is_some_and(is_auth_rejection) => {
+            // The base may live in the same ECR registry, read with a cached token that has
+            // since been revoked.
+            tracing::warn!("the registry rejected the ECR token; logging in again");
+            session
+                .as_ref()
+                .expect("checked above")
+                .refresh_login(&client)
+                .await?;
+            build_all(dir, &tag, options, &client, progress).await?
+        }
+        result => result?,
+    };
     let mut pending = Vec::new();
     for build in &builds {
         for tag in &build.tags {
@@ -305,8 +341,19 @@ async fn build_image(
         platform,
         compression_level: options.compression_level,
         epoch: None,
+        use_cache: !options.no_cache,
     };
     Ok(build(&request, client, progress).await?)
+}
+
+/// Keeps the layer cache under its cap once a command no longer needs its layers; failing to
+/// prune never fails the command.
+fn prune_to_cap() {
+    if let Some(cache) = LayerCache::in_user_cache() {
+        if let Err(error) = cache.prune(DEFAULT_MAX_CACHE_BYTES) {
+            tracing::warn!(%error, "cannot prune the layer cache");
+        }
+    }
 }
 
 /// Prints one result line; a closed stdout (`| head`) is not an error.

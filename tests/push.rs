@@ -27,6 +27,7 @@ fn lambda_image_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     command
         .args(args)
         .env("DOCKER_CONFIG", docker_config.path())
+        .env("XDG_CACHE_HOME", docker_config.path().join("cache"))
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env_remove("SOURCE_DATE_EPOCH");
     for (name, value) in env {

@@ -17,6 +17,10 @@ const GOLDEN_DIGEST: &str =
     "sha256:0a81aaf33c36caca9bf373e84055a8b99b6ca9db3850e33d5e513a409780b6bc";
 
 fn build(app: &Path, output: &Path, epoch: Option<&str>) -> Output {
+    build_with_cache(app, output, epoch, &output.with_extension("cache"))
+}
+
+fn build_with_cache(app: &Path, output: &Path, epoch: Option<&str>, cache: &Path) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_lambda-image"));
     let base = format!("oci:{}:{BASE_TAG}", base_layout("base").display());
     command
@@ -28,7 +32,8 @@ fn build(app: &Path, output: &Path, epoch: Option<&str>) -> Output {
             "--output",
             output.to_str().unwrap(),
         ])
-        .env_remove("SOURCE_DATE_EPOCH");
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env("XDG_CACHE_HOME", cache);
     if let Some(epoch) = epoch {
         command.env("SOURCE_DATE_EPOCH", epoch);
     }
@@ -181,5 +186,85 @@ fn golden_app_layers_hold_links_and_long_names() {
     assert!(
         !paths.iter().any(|p| p.ends_with("debug.log")),
         ".dockerignore excludes *.log"
+    );
+}
+
+/// Returns the inode of each layer blob of the layout at `layout`, in manifest order.
+fn layer_inodes(layout: &Path) -> Vec<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let image = inspect_layout(layout);
+    image["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|layer| {
+            let digest = layer["digest"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("sha256:");
+            fs::metadata(layout.join("blobs/sha256").join(digest))
+                .unwrap()
+                .ino()
+        })
+        .collect()
+}
+
+#[test]
+fn unchanged_layers_come_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app");
+    copy_dir(&project_path("testdata/golden-app"), &app);
+    let cache = dir.path().join("cache");
+    let build_into = |name: &str| {
+        let layout = dir.path().join(name);
+        let output = build_with_cache(&app, &layout, None, &cache);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        layout
+    };
+
+    let first = build_into("first");
+    let second = build_into("second");
+    // Layouts link layer blobs from the cache, so a reused layer is the very same file.
+    assert_eq!(layer_inodes(&first)[2..], layer_inodes(&second)[2..]);
+    assert_eq!(inspect_layout(&first)["manifest_digest"], GOLDEN_DIGEST);
+    assert_eq!(inspect_layout(&second)["manifest_digest"], GOLDEN_DIGEST);
+
+    fs::write(
+        app.join("lambda.js"),
+        "exports.handler = async () => 'changed';\n",
+    )
+    .unwrap();
+    let third = build_into("third");
+    let (before, after) = (layer_inodes(&second), layer_inodes(&third));
+    assert_eq!(before[2], after[2], "the dependency layer is reused");
+    assert_ne!(before[3], after[3], "the app layer is rebuilt");
+    assert_ne!(inspect_layout(&third)["manifest_digest"], GOLDEN_DIGEST);
+}
+
+#[test]
+fn cache_prune_empties_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let layout = dir.path().join("image");
+    assert!(
+        build_with_cache(&project_path("testdata/golden-app"), &layout, None, &cache)
+            .status
+            .success()
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_lambda-image"))
+        .args(["cache", "prune"])
+        .env("XDG_CACHE_HOME", &cache)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.starts_with("removed 2 layers"), "{text}");
+    assert!(
+        text.trim_end().ends_with("the cache holds 0 bytes"),
+        "{text}"
     );
 }

@@ -5,7 +5,6 @@
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::ProvideCredentials;
 use aws_sdk_ecr::types::{ImageIdentifier, ImageScanningConfiguration, ImageTagMutability};
-use aws_smithy_types::error::display::DisplayErrorContext;
 use base64::Engine as _;
 
 use super::token_cache::{now, CachedToken, TokenCache};
@@ -55,6 +54,18 @@ pub enum EcrError {
         repository: String,
         account: String,
         region: String,
+    },
+
+    #[error(
+        "tag `{tag}` of repository `{repository}` in registry {account} ({region}) already names \
+         {existing}, and the repository's tags are immutable; push under a new tag"
+    )]
+    ImmutableTag {
+        tag: String,
+        repository: String,
+        account: String,
+        region: String,
+        existing: Digest,
     },
 
     #[error("ECR {operation} failed for registry {account} ({region}): {detail}")]
@@ -114,9 +125,7 @@ impl EcrClient {
             .provide_credentials()
             .await
             .map(|_| ())
-            // The SDK's message lists every provider it tried over many lines; the error says
-            // in one line what to do instead.
-            .map_err(|e| no_credentials(first_line(&DisplayErrorContext(&e).to_string())))
+            .map_err(|e| no_credentials(one_line_chain(&e)))
     }
 
     /// Returns registry credentials, from the token cache while they are fresh.
@@ -289,7 +298,7 @@ impl EcrClient {
             operation,
             account: self.registry.account.clone(),
             region: self.registry.region.clone(),
-            detail: DisplayErrorContext(error).to_string(),
+            detail: one_line_chain(error),
         }
     }
 
@@ -303,11 +312,19 @@ impl EcrClient {
     }
 }
 
-/// The first line of a multi-line message, without a trailing colon.
-fn first_line(text: &str) -> String {
-    text.lines()
-        .next()
-        .unwrap_or_default()
-        .trim_end_matches([':', ' '])
-        .to_string()
+/// Renders an error and its causes on one line. The SDK's own `DisplayErrorContext` ends with a
+/// Debug dump, and its credential errors span many lines (one per provider tried).
+fn one_line_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    let joined = parts.join(": ");
+    let words: Vec<&str> = joined.split_whitespace().collect();
+    words.join(" ").replace(". Attempted: ", "; tried ")
 }

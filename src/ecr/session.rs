@@ -41,11 +41,6 @@ impl EcrSession {
             return Ok(None);
         };
         let client = EcrClient::connect(registry.clone(), options).await?;
-        if uses_native_login(target.registry()) {
-            let credentials = client.login(&cache).await?;
-            registry_client.set_credentials(target.registry(), credentials);
-        }
-
         let repository = match client.repository(target.repository()).await? {
             Some(info) => info,
             None => match create {
@@ -68,6 +63,10 @@ impl EcrSession {
                 }
             },
         };
+        if uses_native_login(target.registry()) {
+            let credentials = client.login(&cache).await?;
+            registry_client.set_credentials(target.registry(), credentials);
+        }
         Ok(Some(EcrSession {
             client,
             cache,
@@ -83,16 +82,21 @@ impl EcrSession {
         if !self.repository.immutable_tags {
             return Ok(TagState::Free);
         }
-        match self.client.tag_digest(self.target.repository(), tag).await? {
+        match self
+            .client
+            .tag_digest(self.target.repository(), tag)
+            .await?
+        {
             None => Ok(TagState::Free),
             Some(existing) if existing == *manifest_digest => Ok(TagState::SameImage),
-            Some(existing) => Err(Error::InvalidImage(format!(
-                "tag `{tag}` of repository `{}` in registry {} ({}) already names {existing} and the \
-                 repository's tags are immutable; push under a new tag",
-                self.target.repository(),
-                self.registry.account,
-                self.registry.region
-            ))),
+            Some(existing) => Err(EcrError::ImmutableTag {
+                tag: tag.to_string(),
+                repository: self.target.repository().to_string(),
+                account: self.registry.account.clone(),
+                region: self.registry.region.clone(),
+                existing,
+            }
+            .into()),
         }
     }
 

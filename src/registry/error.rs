@@ -81,6 +81,16 @@ impl RegistryError {
 
     fn advice(&self) -> Option<String> {
         let registry = &self.registry;
+        let rejected = matches!(self.status, Some(401 | 403))
+            || self.has_code("UNAUTHORIZED")
+            || self.has_code("DENIED");
+        if rejected && crate::ecr::EcrRegistry::parse(registry).is_some() {
+            return Some(
+                "ECR rejected the login; check that the AWS credentials in use may pull and push this \
+                 repository (ecr:GetAuthorizationToken and the push permissions)"
+                    .to_string(),
+            );
+        }
         if self.has_code("NAME_UNKNOWN") {
             return Some("check the repository name, or create the repository first".to_string());
         }

@@ -138,7 +138,8 @@ async fn push_blob(
             Ok(()) => break,
             Err(error) => error,
         };
-        let session_lost = error.has_code("BLOB_UPLOAD_UNKNOWN") || error.has_code("BLOB_UPLOAD_INVALID");
+        let session_lost =
+            error.has_code("BLOB_UPLOAD_UNKNOWN") || error.has_code("BLOB_UPLOAD_INVALID");
         if attempt >= BLOB_ATTEMPTS || !(error.is_retryable() || session_lost) {
             return Err(error.into());
         }

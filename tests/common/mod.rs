@@ -253,6 +253,23 @@ impl Registry {
         self.token_server().realm()
     }
 
+    /// Returns the registry's storage folder (its `storage.filesystem.rootdirectory`), which
+    /// contains every blob, manifest and upload in progress.
+    pub fn storage_path(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+
+    /// Lists every file under the storage folder, as paths relative to it, so that a test can
+    /// prove that a command uploaded nothing. The folder does not exist before the first push.
+    pub fn stored_files(&self) -> std::collections::BTreeSet<PathBuf> {
+        let storage = self.storage_path();
+        let mut files = Vec::new();
+        if storage.is_dir() {
+            collect_files(&storage, &storage, &mut files);
+        }
+        files.into_iter().collect()
+    }
+
     /// Returns what the registry has written to stderr so far.
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
@@ -1022,6 +1039,511 @@ pub fn invoke_function_url_path(task_dir: &Path, handler: &str, request_path: &s
             task_dir.display()
         )
     })
+}
+
+// --- AWS API emulator (moto) and ECR -------------------------------------------------------------
+
+/// The account id that moto gives every request, and so the registry id of its ECR.
+pub const ECR_ACCOUNT: &str = "123456789012";
+/// The region of the fixture's ECR registry.
+pub const ECR_REGION: &str = "us-east-1";
+/// The host of ECR_ACCOUNT's registry in ECR_REGION, which the fixture's TLS certificate names.
+pub const ECR_HOSTNAME: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+/// The registry user and password in the token that moto's GetAuthorizationToken returns
+/// (moto 5.2: `AWS` and `<account>-auth-token`), which the fixture's registry accepts.
+pub const ECR_USER: &str = "AWS";
+pub const ECR_PASSWORD: &str = "123456789012-auth-token";
+
+const MOTO_READY_TIMEOUT: Duration = Duration::from_secs(30);
+const MOTO_START_ATTEMPTS: u32 = 3;
+/// Files of a moto process in its folder: its stdout and stderr, and its request recording.
+const MOTO_LOG: &str = "moto.log";
+const MOTO_RECORDING: &str = "requests.jsonl";
+
+/// A `moto_server` process on 127.0.0.1, the AWS API emulator, with its files in a temporary
+/// folder. Its recorder (`MOTO_ENABLE_RECORDING`) appends every API request with its headers to
+/// a file, which `api_calls` reads. Dropping it kills the process and deletes the folder.
+pub struct Moto {
+    pub port: u16,
+    child: Child,
+    dir: TempDir,
+}
+
+impl Moto {
+    /// Starts moto from `LAMBDA_IMAGE_TEST_MOTO`, else `.venv-test/bin/moto_server` (which
+    /// `scripts/test` installs), on a free port, retrying on another port if it was taken.
+    pub fn start() -> Moto {
+        let dir = tempfile::Builder::new()
+            .prefix("lambda-image-moto-")
+            .tempdir()
+            .expect("cannot create a temporary folder for moto");
+        let binary = moto_server_path();
+        for attempt in 1..=MOTO_START_ATTEMPTS {
+            let port = free_port();
+            let mut child = spawn_moto(&binary, dir.path(), port);
+            let problem = match wait_for_moto(&mut child, port) {
+                Ok(()) => return Moto { port, child, dir },
+                Err(problem) => problem,
+            };
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = fs::read_to_string(dir.path().join(MOTO_LOG)).unwrap_or_default();
+            if log.contains("Address already in use") && attempt < MOTO_START_ATTEMPTS {
+                continue;
+            }
+            panic!(
+                "{} on 127.0.0.1:{port} {problem}; its output:\n{log}",
+                binary.display()
+            );
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// Returns `http://127.0.0.1:PORT`, the value for `AWS_ENDPOINT_URL_ECR`.
+    pub fn endpoint_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Returns what moto has written to stdout and stderr so far: one line per request.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join(MOTO_LOG)).unwrap_or_default()
+    }
+
+    /// Returns every AWS API request that moto received so far, oldest first. Requests without
+    /// an `X-Amz-Target` header, such as the readiness probe's, are left out.
+    pub fn api_calls(&self) -> Vec<AwsApiCall> {
+        read_lines(&self.dir.path().join(MOTO_RECORDING))
+            .iter()
+            .filter_map(|line| AwsApiCall::parse(line))
+            .collect()
+    }
+
+    /// Returns the names of the operations that lambda-image (the AWS SDK for Rust) called,
+    /// oldest first, leaving out the calls of `tests/tools/ecr_api.py`.
+    pub fn product_operations(&self) -> Vec<String> {
+        self.api_calls()
+            .into_iter()
+            .filter(AwsApiCall::is_from_rust_sdk)
+            .map(|call| call.operation)
+            .collect()
+    }
+
+    /// Calls the ECR OPERATION (boto3's method name, such as `describe_repositories`) with
+    /// PARAMETERS through `tests/tools/ecr_api.py`. Returns the response, or the API's error as
+    /// `Code: message`.
+    pub fn try_ecr(&self, operation: &str, parameters: &Value) -> Result<Value, String> {
+        let mut command = Command::new(moto_python());
+        command
+            .arg(project_path("tests/tools/ecr_api.py"))
+            .args([self.endpoint_url().as_str(), operation])
+            .arg(parameters.to_string())
+            .args(["--region", ECR_REGION]);
+        remove_outside_settings(&mut command);
+        // Files that do not exist, so no AWS configuration of the machine applies.
+        command
+            .env("AWS_CONFIG_FILE", self.dir.path().join("no-aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.dir.path().join("no-aws-credentials"),
+            )
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("PYTHONDONTWRITEBYTECODE", "1");
+        let output = run_tool(command, "tests/tools/ecr_api.py");
+        match output.status.code() {
+            Some(0) => serde_json::from_slice(&output.stdout)
+                .map_err(|error| format!("ecr_api.py printed invalid JSON: {error}")),
+            Some(1) => Err(String::from_utf8_lossy(&output.stderr).trim().to_string()),
+            _ => panic!(
+                "ecr_api.py {operation} failed with {}:\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        }
+    }
+
+    /// Like `try_ecr`, panicking when the API returns an error.
+    pub fn ecr(&self, operation: &str, parameters: &Value) -> Value {
+        self.try_ecr(operation, parameters)
+            .unwrap_or_else(|error| panic!("ECR {operation} {parameters} failed: {error}"))
+    }
+
+    /// Creates REPOSITORY with the API's defaults: mutable tags, no scan on push.
+    pub fn create_repository(&self, repository: &str) -> Value {
+        self.ecr(
+            "create_repository",
+            &serde_json::json!({ "repositoryName": repository }),
+        )
+    }
+
+    /// Returns REPOSITORY's entry from DescribeRepositories, or the API's error, such as
+    /// `RepositoryNotFoundException: …`.
+    pub fn describe_repository(&self, repository: &str) -> Result<Value, String> {
+        let response = self.try_ecr(
+            "describe_repositories",
+            &serde_json::json!({ "repositoryNames": [repository] }),
+        )?;
+        Ok(response["repositories"][0].clone())
+    }
+
+    /// Records MANIFEST (JSON text) under TAG in REPOSITORY with PutImage, so that
+    /// DescribeImages returns it. DIGEST is passed along because moto 5.2 would otherwise make up
+    /// the image digest from the layer digests, where ECR takes the manifest's sha256.
+    pub fn put_image(
+        &self,
+        repository: &str,
+        tag: &str,
+        manifest: &str,
+        media_type: &str,
+        digest: &str,
+    ) -> Value {
+        self.ecr(
+            "put_image",
+            &serde_json::json!({
+                "repositoryName": repository,
+                "imageTag": tag,
+                "imageManifest": manifest,
+                "imageManifestMediaType": media_type,
+                "imageDigest": digest,
+            }),
+        )
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One AWS API request that moto received, from its request recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsApiCall {
+    /// The operation, such as `GetAuthorizationToken`: the `X-Amz-Target` header's last part.
+    pub operation: String,
+    /// The access key id in the SigV4 `Authorization` header's credential scope.
+    pub access_key_id: Option<String>,
+    /// The region in the SigV4 credential scope.
+    pub region: Option<String>,
+    pub user_agent: String,
+}
+
+impl AwsApiCall {
+    /// Reports whether the AWS SDK for Rust sent the request, which separates lambda-image's
+    /// calls from those of `tests/tools/ecr_api.py` (boto3).
+    pub fn is_from_rust_sdk(&self) -> bool {
+        self.user_agent.contains("aws-sdk-rust")
+    }
+
+    /// Parses one line of moto's recording, returning `None` for a request without
+    /// `X-Amz-Target`.
+    fn parse(line: &str) -> Option<AwsApiCall> {
+        let entry: Value = serde_json::from_str(line)
+            .unwrap_or_else(|error| panic!("moto recording line {line:?}: {error}"));
+        let headers = entry["headers"]
+            .as_object()
+            .unwrap_or_else(|| panic!("moto recording line {line:?} has no headers"));
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                .and_then(|(_, value)| value.as_str())
+        };
+        let operation = header("X-Amz-Target")?.rsplit('.').next()?.to_string();
+        // `AWS4-HMAC-SHA256 Credential=KEY/DATE/REGION/SERVICE/aws4_request, SignedHeaders=…`
+        let scope: Option<Vec<&str>> = header("Authorization")
+            .and_then(|value| value.split("Credential=").nth(1))
+            .and_then(|rest| rest.split(',').next())
+            .map(|credential| credential.split('/').collect());
+        Some(AwsApiCall {
+            operation,
+            access_key_id: scope
+                .as_ref()
+                .and_then(|s| s.first())
+                .map(|s| s.to_string()),
+            region: scope.as_ref().and_then(|s| s.get(2)).map(|s| s.to_string()),
+            user_agent: header("User-Agent").unwrap_or_default().to_string(),
+        })
+    }
+}
+
+fn moto_server_path() -> PathBuf {
+    std::env::var_os("LAMBDA_IMAGE_TEST_MOTO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_path(".venv-test/bin/moto_server"))
+}
+
+/// Returns the Python beside moto_server, which has boto3 because moto needs it, else `python3`.
+fn moto_python() -> PathBuf {
+    let beside = moto_server_path().with_file_name("python");
+    if beside.is_file() {
+        beside
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+fn spawn_moto(binary: &Path, dir: &Path, port: u16) -> Child {
+    let log = fs::File::create(dir.join(MOTO_LOG)).expect("cannot create moto's log");
+    let mut command = Command::new(binary);
+    command
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("cannot share moto's log"))
+        .stderr(log);
+    // MOTO_* variables change moto's behaviour (MOTO_ACCOUNT_ID its account, for one).
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("MOTO_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("MOTO_ENABLE_RECORDING", "true")
+        .env("MOTO_RECORDER_FILEPATH", dir.join(MOTO_RECORDING));
+    command.spawn().unwrap_or_else(|error| {
+        panic!(
+            "cannot start {}: {error}; run scripts/test, which installs moto[server] into \
+             .venv-test, or set LAMBDA_IMAGE_TEST_MOTO to a moto_server",
+            binary.display()
+        )
+    })
+}
+
+/// Polls moto's own API until it returns 200, the process exits, or the timeout passes.
+fn wait_for_moto(child: &mut Child, port: u16) -> Result<(), String> {
+    let deadline = Instant::now() + MOTO_READY_TIMEOUT;
+    loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|error| format!("cannot be waited on: {error}"))?
+        {
+            return Err(format!("exited with {status} before it was ready"));
+        }
+        if http_status(port, "/moto-api/data.json") == Some(200) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "did not return 200 for GET /moto-api/data.json within {} s",
+                MOTO_READY_TIMEOUT.as_secs()
+            ));
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Removes the variables through which the machine's own AWS settings, proxies and trusted
+/// certificates would reach COMMAND: every `AWS_*`, the proxy variables and `SSL_CERT_DIR`.
+fn remove_outside_settings(command: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        let text = name.to_string_lossy();
+        let proxy = text.eq_ignore_ascii_case("http_proxy")
+            || text.eq_ignore_ascii_case("https_proxy")
+            || text.eq_ignore_ascii_case("all_proxy")
+            || text.eq_ignore_ascii_case("no_proxy");
+        if text.starts_with("AWS_") || proxy || text == "SSL_CERT_DIR" {
+            command.env_remove(&name);
+        }
+    }
+}
+
+/// An ECR registry as lambda-image meets it, on this machine: moto serves the ECR API, and a
+/// TLS `docker-registry` with a certificate for ECR_HOSTNAME serves the registry, accepting the
+/// user and password that moto's GetAuthorizationToken returns. The registry contains the
+/// synthetic base as `lambda/nodejs:24`. A private HOME contains the AWS files, the Docker
+/// config (empty) and the cache, so no file of the machine's user is read or written.
+///
+/// The real ECR registers each pushed image with its API. Here the registry and moto are
+/// separate, so a test that needs DescribeImages registers an image with `register_image`.
+pub struct EcrFixture {
+    pub moto: Moto,
+    pub registry: Registry,
+    home: TempDir,
+}
+
+impl EcrFixture {
+    /// Starts moto and the registry side by side and pushes the base.
+    pub fn start() -> EcrFixture {
+        let (moto, registry) = thread::scope(|scope| {
+            let moto = scope.spawn(Moto::start);
+            let registry = Registry::start_with(
+                RegistryOptions::new()
+                    .tls(ECR_HOSTNAME)
+                    .basic_auth(ECR_USER, ECR_PASSWORD),
+            );
+            let moto = moto
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (moto, registry)
+        });
+        push_base(&registry, "base", "lambda/nodejs", BASE_TAG);
+
+        let home = tempfile::Builder::new()
+            .prefix("lambda-image-home-")
+            .tempdir()
+            .expect("cannot create a temporary HOME");
+        for folder in [".aws", ".cache", ".docker"] {
+            fs::create_dir(home.path().join(folder))
+                .unwrap_or_else(|error| panic!("cannot create {folder} in HOME: {error}"));
+        }
+        // Empty files, because the AWS SDK warns when AWS_CONFIG_FILE or
+        // AWS_SHARED_CREDENTIALS_FILE names a file that does not exist.
+        for file in ["config", "credentials"] {
+            fs::write(home.path().join(".aws").join(file), "")
+                .unwrap_or_else(|error| panic!("cannot create .aws/{file} in HOME: {error}"));
+        }
+        EcrFixture {
+            moto,
+            registry,
+            home,
+        }
+    }
+
+    /// Returns `ECR_HOSTNAME:PORT`, the registry part of the fixture's image references.
+    pub fn registry_host(&self) -> String {
+        format!("{ECR_HOSTNAME}:{}", self.registry.port)
+    }
+
+    /// Returns `ECR_HOSTNAME:PORT/REPOSITORY_AND_TAG`, such as `…:PORT/my-app:latest`.
+    pub fn image(&self, repository_and_tag: &str) -> String {
+        format!("{}/{repository_and_tag}", self.registry_host())
+    }
+
+    /// Returns the `--base` reference of the synthetic base in the registry.
+    pub fn base(&self) -> String {
+        self.image(&format!("lambda/nodejs:{BASE_TAG}"))
+    }
+
+    /// Returns the `--resolve` value that sends ECR_HOSTNAME:PORT to 127.0.0.1.
+    pub fn resolve(&self) -> String {
+        format!("{ECR_HOSTNAME}:{}:127.0.0.1", self.registry.port)
+    }
+
+    /// Returns the arguments of `lambda-image push APP IMAGE` with the fixture's base and
+    /// `--resolve`.
+    pub fn push_args(&self, app: &Path, image: &str) -> Vec<String> {
+        vec![
+            "push".into(),
+            path_arg(app),
+            image.into(),
+            "--base".into(),
+            self.base(),
+            "--resolve".into(),
+            self.resolve(),
+        ]
+    }
+
+    /// Returns the private HOME folder.
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    /// Returns `$HOME/.aws`, the folder of the AWS config and credentials files.
+    pub fn aws_dir(&self) -> PathBuf {
+        self.home().join(".aws")
+    }
+
+    /// Returns the folder where lambda-image caches ECR tokens:
+    /// `$XDG_CACHE_HOME/lambda-image/ecr-tokens`.
+    pub fn token_cache_dir(&self) -> PathBuf {
+        self.home().join(".cache/lambda-image/ecr-tokens")
+    }
+
+    /// Lists the files in the token cache folder, sorted, or none when the folder does not exist.
+    pub fn token_cache_files(&self) -> Vec<PathBuf> {
+        let dir = self.token_cache_dir();
+        if !dir.exists() {
+            return Vec::new();
+        }
+        let mut files: Vec<PathBuf> = read_dir(&dir).iter().map(|entry| entry.path()).collect();
+        files.sort();
+        files
+    }
+
+    /// Returns the environment that points lambda-image, and the AWS SDK in it, at the fixture
+    /// only: HOME, XDG_CACHE_HOME, DOCKER_CONFIG, the AWS config and credentials files in HOME
+    /// (empty until a test writes them), moto as every AWS endpoint, the fixture's CA as the
+    /// only trusted one, and no instance metadata service. It has no credentials.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let home = self.home();
+        let ca = self
+            .registry
+            .cert_path()
+            .expect("the fixture's registry serves TLS");
+        [
+            ("HOME", home.to_path_buf()),
+            ("XDG_CACHE_HOME", home.join(".cache")),
+            ("DOCKER_CONFIG", home.join(".docker")),
+            ("AWS_CONFIG_FILE", self.aws_dir().join("config")),
+            (
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.aws_dir().join("credentials"),
+            ),
+            ("SSL_CERT_FILE", ca),
+        ]
+        .into_iter()
+        .map(|(name, path)| (name.to_string(), path_arg(&path)))
+        .chain(
+            [
+                ("AWS_ENDPOINT_URL_ECR", self.moto.endpoint_url()),
+                ("AWS_ENDPOINT_URL", self.moto.endpoint_url()),
+                ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+            ]
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value)),
+        )
+        .collect()
+    }
+
+    /// Clears COMMAND of the machine's AWS, proxy and certificate settings and of
+    /// SOURCE_DATE_EPOCH, then sets `env()`.
+    pub fn set_environment(&self, command: &mut Command) {
+        remove_outside_settings(command);
+        command.env_remove("SOURCE_DATE_EPOCH");
+        command.envs(self.env());
+    }
+
+    /// Writes `$HOME/.aws/credentials` and `$HOME/.aws/config` with one profile, byte for byte
+    /// as `aws configure --profile PROFILE` (aws-cli 1.45) writes them.
+    pub fn write_profile(
+        &self,
+        profile: &str,
+        access_key_id: &str,
+        secret_access_key: &str,
+        region: &str,
+    ) {
+        let credentials = format!(
+            "[{profile}]\naws_access_key_id = {access_key_id}\n\
+             aws_secret_access_key = {secret_access_key}\n"
+        );
+        let config = format!("[profile {profile}]\nregion = {region}\noutput = json\n");
+        for (name, text) in [("credentials", credentials), ("config", config)] {
+            let path = self.aws_dir().join(name);
+            fs::write(&path, text)
+                .unwrap_or_else(|error| panic!("cannot write {}: {error}", path.display()));
+        }
+    }
+
+    /// Registers with moto the image that REPOSITORY:TAG names in the registry (PutImage with its
+    /// manifest and digest), as the real ECR does on each push. Returns the manifest digest.
+    pub fn register_image(&self, repository: &str, tag: &str) -> String {
+        let image = inspect_registry(&self.registry, repository, tag);
+        let digest = image["manifest_digest"]
+            .as_str()
+            .expect("inspect_image.py returns the manifest digest")
+            .to_string();
+        let media_type = image["manifest_media_type"]
+            .as_str()
+            .expect("inspect_image.py returns the manifest media type");
+        self.moto.put_image(
+            repository,
+            tag,
+            &image["manifest"].to_string(),
+            media_type,
+            &digest,
+        );
+        digest
+    }
 }
 
 // --- Example app -------------------------------------------------------------------------------
