@@ -82,6 +82,21 @@ impl BaseImage {
         client: &RegistryClient,
     ) -> Result<BaseImage> {
         let base = location.to_string();
+        let cache = BaseCache::in_user_cache();
+        let cache_key = match (&location, &cache) {
+            (BaseLocation::Registry(reference), Some(_)) => client
+                .head_manifest(reference)
+                .await?
+                .map(|digest| BaseCache::key(reference, &digest, platform)),
+            _ => None,
+        };
+        if let (Some(cache), Some(key)) = (&cache, &cache_key) {
+            if let Some(image) = cache.get(key, &location) {
+                tracing::debug!(%base, "base image unchanged; using the cached manifest and config");
+                return Ok(image);
+            }
+        }
+
         let (manifest_bytes, media_type, selected_platform) = match &location {
             BaseLocation::Registry(reference) => {
                 load_registry_manifest(reference, platform, client).await?
@@ -105,6 +120,9 @@ impl BaseImage {
             platform: selected_platform.unwrap_or_else(|| platform.clone()),
         };
         image.config = image.read_config(client).await?;
+        if let (Some(cache), Some(key)) = (&cache, &cache_key) {
+            cache.put(key, &image, &manifest_bytes);
+        }
         Ok(image)
     }
 
@@ -165,6 +183,69 @@ impl BaseImage {
             bytes.extend_from_slice(&chunk);
         }
         Ok(bytes)
+    }
+}
+
+/// Manifests and configs of registry base images, by the digest the registry reports for the
+/// reference, so that a rebuild on an unchanged base costs one HEAD request.
+struct BaseCache {
+    dir: PathBuf,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CachedBase {
+    manifest: String,
+    media_type: MediaType,
+    config: String,
+    platform: Platform,
+}
+
+impl BaseCache {
+    fn in_user_cache() -> Option<BaseCache> {
+        let dir = crate::cache::cache_root()?.join("bases");
+        std::fs::create_dir_all(&dir).ok()?;
+        Some(BaseCache { dir })
+    }
+
+    fn key(reference: &Reference, digest: &crate::digest::Digest, platform: &Platform) -> String {
+        let text = format!("{reference}\n{digest}\n{platform}");
+        crate::digest::Digest::of(text.as_bytes()).hex().to_string()
+    }
+
+    fn get(&self, key: &str, location: &BaseLocation) -> Option<BaseImage> {
+        let bytes = std::fs::read(self.dir.join(format!("{key}.json"))).ok()?;
+        let cached: CachedBase = serde_json::from_slice(&bytes).ok()?;
+        let manifest = serde_json::from_str(&cached.manifest).ok()?;
+        Some(BaseImage {
+            location: location.clone(),
+            manifest,
+            manifest_media_type: cached.media_type,
+            config: cached.config.into_bytes(),
+            platform: cached.platform,
+        })
+    }
+
+    fn put(&self, key: &str, image: &BaseImage, manifest_bytes: &[u8]) {
+        // Manifests and configs are JSON, so their exact bytes survive as strings.
+        let (Ok(manifest), Ok(config)) = (
+            std::str::from_utf8(manifest_bytes),
+            std::str::from_utf8(&image.config),
+        ) else {
+            return;
+        };
+        let cached = CachedBase {
+            manifest: manifest.to_string(),
+            media_type: image.manifest_media_type.clone(),
+            config: config.to_string(),
+            platform: image.platform.clone(),
+        };
+        let path = self.dir.join(format!("{key}.json"));
+        let temporary = self.dir.join(format!(".{key}.{}.tmp", std::process::id()));
+        let written = std::fs::write(&temporary, serde_json::to_vec(&cached).expect("serializes"))
+            .and_then(|()| std::fs::rename(&temporary, &path));
+        if let Err(error) = written {
+            tracing::debug!(%error, "cannot cache the base image");
+        }
     }
 }
 

@@ -149,6 +149,37 @@ impl RegistryClient {
         )
     }
 
+    /// Asks for the digest of the manifest or index that `reference` names, without its body;
+    /// `None` when the registry does not say (the header is optional in the spec).
+    pub async fn head_manifest(
+        &self,
+        reference: &Reference,
+    ) -> Result<Option<Digest>, RegistryError> {
+        let operation = format!("check manifest {reference}");
+        let url = format!(
+            "{}/manifests/{}",
+            self.repository_url(reference),
+            reference.manifest_reference()
+        );
+        let response = self
+            .send(
+                reference,
+                &[scope(reference, Access::Pull)],
+                &operation,
+                || self.http.head(&url).header(ACCEPT, MANIFEST_ACCEPT),
+            )
+            .await?;
+        let response = expect_status(
+            response,
+            &[StatusCode::OK],
+            reference.registry(),
+            &operation,
+        )
+        .await?;
+        Ok(header_string(response.headers(), "docker-content-digest")
+            .and_then(|value| value.parse().ok()))
+    }
+
     /// Fetches the manifest or index that `reference` names, verifying a digest reference.
     pub async fn get_manifest(
         &self,
