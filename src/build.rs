@@ -6,6 +6,9 @@ use tracing::{debug, info, warn};
 
 use crate::base::{BaseImage, BaseLocation};
 use crate::cache::{layer_key, LayerCache};
+use crate::deps::{
+    prepare, Dependencies, DependencyRequest, DependencySource, DependencySummary, NodeModulesMode,
+};
 use crate::dockerignore::DockerIgnore;
 use crate::error::{Error, Result};
 use crate::files::{ChangeStamp, FileEntry, FileList};
@@ -16,6 +19,7 @@ use crate::node_version::{choose_major, major_from_tag, range_admits_major, LAMB
 use crate::platform::Platform;
 use crate::progress::{Event, Progress};
 use crate::registry::RegistryClient;
+use crate::secrets::{find_secrets, secrets_error};
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -29,8 +33,31 @@ pub struct BuildRequest {
     pub compression_level: u32,
     /// Seconds since the epoch for every timestamp; `None` reads `SOURCE_DATE_EPOCH`.
     pub epoch: Option<i64>,
-    /// Whether to reuse and store layers in the user's cache folder.
+    /// Whether to reuse and store layers and installed dependencies in the user's cache folder.
     pub use_cache: bool,
+    /// Where the dependency layer's `node_modules` comes from.
+    pub node_modules: NodeModulesMode,
+    /// Paths, relative to the app directory, that the secret guard lets through.
+    pub allow_secrets: Vec<String>,
+}
+
+impl BuildRequest {
+    /// A request with the defaults of the command line: the Lambda base for `engines.node`,
+    /// a detected handler, linux/amd64, level 6, `SOURCE_DATE_EPOCH`, the cache, and a clean
+    /// dependency install.
+    pub fn new(app_dir: impl Into<std::path::PathBuf>) -> BuildRequest {
+        BuildRequest {
+            app_dir: app_dir.into(),
+            base: None,
+            handler: None,
+            platform: Platform::linux_amd64(),
+            compression_level: crate::layer::DEFAULT_COMPRESSION_LEVEL,
+            epoch: None,
+            use_cache: true,
+            node_modules: NodeModulesMode::Install,
+            allow_secrets: Vec::new(),
+        }
+    }
 }
 
 /// A built image with its base; the layer files live as long as this value.
@@ -62,6 +89,10 @@ pub async fn build(
     progress.report(Event::Scanned {
         entries: files.entries().len(),
     });
+    let secrets = find_secrets(&files, &request.allow_secrets);
+    if !secrets.is_empty() {
+        return Err(secrets_error(files.root(), &secrets));
+    }
 
     let resolved = match &request.handler {
         Some(text) => handler::resolve(&text.parse::<Handler>()?, &files)?,
@@ -78,6 +109,26 @@ pub async fn build(
     };
     let base = BaseImage::load(base_location, &request.platform, client).await?;
 
+    let dependencies = prepare_dependencies(request, &package, &base).await?;
+    if let Some(dependencies) = &dependencies {
+        report_dependencies(&dependencies.summary, progress);
+    }
+    // An installed tree lives outside the app folder; `COPY --from=builder` in a Dockerfile does
+    // not apply .dockerignore to it either.
+    let installed_files = match &dependencies {
+        Some(dependencies) if dependencies.summary.source != DependencySource::Local => {
+            let root = dependencies.root.clone();
+            let scanned =
+                tokio::task::spawn_blocking(move || FileList::scan(&root, &DockerIgnore::empty()))
+                    .await
+                    .expect("the scan task does not panic")?;
+            Some(scanned)
+        }
+        _ => None,
+    };
+    let local_dependencies =
+        matches!(&dependencies, Some(d) if d.summary.source == DependencySource::Local);
+
     let options = LayerOptions {
         mtime: epoch,
         compression_level: request.compression_level,
@@ -89,12 +140,35 @@ pub async fn build(
         .map_err(|e| Error::io("create a temporary folder in", std::env::temp_dir(), e))?;
     let blob_dir = work_dir.path().to_path_buf();
     let cache = request.use_cache.then(LayerCache::in_user_cache).flatten();
-    let (files, added) = tokio::task::spawn_blocking(move || {
-        write_app_layers(&files, &options, cache.as_ref(), &blob_dir).map(|added| (files, added))
+    let added = tokio::task::spawn_blocking(move || {
+        let app: Vec<_> = files
+            .stamped()
+            .filter(|(entry, _)| !entry.is_dependency())
+            .collect();
+        let dependency_entries: Vec<_> = match (&installed_files, local_dependencies) {
+            (Some(installed), _) => installed
+                .stamped()
+                .filter(|(entry, _)| entry.is_dependency())
+                .collect(),
+            (None, true) => files
+                .stamped()
+                .filter(|(entry, _)| entry.is_dependency())
+                .collect(),
+            (None, false) => Vec::new(),
+        };
+        let added = write_app_layers(
+            &dependency_entries,
+            &app,
+            &options,
+            cache.as_ref(),
+            &blob_dir,
+        );
+        // The installed tree may be a temporary folder: it must outlive the layer writing.
+        drop(dependencies);
+        added
     })
     .await
     .expect("the layer task does not panic")?;
-    drop(files);
     for layer in &added {
         progress.report(Event::LayerWritten {
             name: if layer.created_by.contains("node_modules") {
@@ -127,26 +201,74 @@ pub async fn build(
 /// change leaves the dependency layer's digest, and its upload, untouched. Layers whose input
 /// files are unchanged since an earlier build come from `cache` without being read.
 fn write_app_layers(
-    files: &FileList,
+    dependencies: &[(&FileEntry, &ChangeStamp)],
+    app: &[(&FileEntry, &ChangeStamp)],
     options: &LayerOptions,
     cache: Option<&LayerCache>,
     work_dir: &Path,
 ) -> Result<Vec<AddedLayer>> {
-    let (dependencies, app): (Vec<_>, Vec<_>) = files
-        .stamped()
-        .partition(|(entry, _)| entry.is_dependency());
     let mut added = Vec::new();
     if !dependencies.is_empty() {
         added.push(AddedLayer {
-            blob: cached_layer(&dependencies, options, cache, work_dir)?,
+            blob: cached_layer(dependencies, options, cache, work_dir)?,
             created_by: "lambda-image: COPY node_modules /var/task/node_modules".to_string(),
         });
     }
     added.push(AddedLayer {
-        blob: cached_layer(&app, options, cache, work_dir)?,
+        blob: cached_layer(app, options, cache, work_dir)?,
         created_by: "lambda-image: COPY app files /var/task".to_string(),
     });
     Ok(added)
+}
+
+/// Installs the production dependencies (or takes the app's own `node_modules` with
+/// `--node-modules local`) for the base image's architecture and Node.js major.
+async fn prepare_dependencies(
+    request: &BuildRequest,
+    package: &serde_json::Value,
+    base: &BaseImage,
+) -> Result<Option<Dependencies>> {
+    let node_major = match &base.location {
+        BaseLocation::Registry(reference) => reference.tag().and_then(major_from_tag),
+        BaseLocation::Layout { tag, .. } => tag.as_deref().and_then(major_from_tag),
+    }
+    .unwrap_or_else(|| choose_major(engines_node(package)).major);
+    let app_dir = request.app_dir.clone();
+    let architecture = base.platform.architecture.clone();
+    let mode = request.node_modules;
+    let cache_dir = if request.use_cache {
+        crate::cache::cache_root().map(|root| root.join("node-modules"))
+    } else {
+        None
+    };
+    let prepared = tokio::task::spawn_blocking(move || {
+        prepare(&DependencyRequest {
+            app_dir: &app_dir,
+            mode,
+            target_arch: &architecture,
+            node_major,
+            cache_dir,
+        })
+    })
+    .await
+    .expect("the dependency task does not panic")?;
+    Ok(prepared)
+}
+
+fn report_dependencies(summary: &DependencySummary, progress: &dyn Progress) {
+    let source = match summary.source {
+        DependencySource::Installed => "installed",
+        DependencySource::Cached => "cached",
+        DependencySource::Local => "local",
+    };
+    progress.report(Event::DependenciesReady {
+        source,
+        packages: summary.package_count,
+        bytes: summary.total_bytes,
+    });
+    for package in &summary.largest {
+        info!(package = %package.name, bytes = package.bytes, "large dependency");
+    }
 }
 
 fn cached_layer(

@@ -58,6 +58,35 @@ pub enum Command {
         #[command(flatten)]
         options: ImageOptions,
     },
+    /// Check an image (a registry reference, oci:PATH[:TAG], a layout folder) or an app folder
+    /// against what Lambda accepts; prints one line per finding and exits 1 on any error.
+    Check {
+        /// What to check: REF, oci:PATH[:TAG], a folder holding an OCI image layout, or an app folder.
+        target: String,
+        /// Fail unless the image's architecture is this one: amd64 or arm64.
+        #[arg(long, value_name = "ARCH")]
+        expect_arch: Option<String>,
+        #[command(flatten)]
+        options: ImageOptions,
+    },
+    /// Run the handler of an image, or of an app folder built as push would build it, with this
+    /// machine's node (not the Node.js runtime inside the image); prints the result as JSON.
+    Invoke {
+        /// An app folder, REF, oci:PATH[:TAG], or a folder holding an OCI image layout.
+        target: String,
+        /// The event: a JSON file, or - for stdin. Default: a Function URL GET / event.
+        #[arg(long, value_name = "FILE")]
+        event: Option<String>,
+        /// Seconds the handler may run before it is stopped, as Lambda's function timeout.
+        #[arg(long, default_value_t = 30, value_name = "SECONDS",
+              value_parser = clap::value_parser!(u64).range(1..=900))]
+        function_timeout: u64,
+        /// The node program to run the handler with.
+        #[arg(long, default_value = "node", value_name = "PATH")]
+        node: PathBuf,
+        #[command(flatten)]
+        options: ImageOptions,
+    },
     /// Manage the layer cache in $XDG_CACHE_HOME/lambda-image (or ~/.cache/lambda-image).
     Cache {
         #[command(subcommand)]
@@ -111,6 +140,21 @@ pub struct ImageOptions {
     #[arg(long, default_value = "linux/amd64", value_delimiter = ',', num_args = 1..)]
     pub platform: Vec<String>,
 
+    /// Whether --platform was given (invoke defaults to this machine's platform otherwise).
+    #[arg(skip)]
+    pub platform_given: bool,
+
+    /// Where node_modules comes from: `install` runs a clean production install (npm ci
+    /// --omit=dev, or pnpm or yarn by lockfile) outside DIR; `local` packs DIR's node_modules
+    /// as it is.
+    #[arg(long, value_enum, default_value_t = NodeModules::Install)]
+    pub node_modules: NodeModules,
+
+    /// Let a file that looks like a secret (.env, a private key, an .npmrc with a token) into
+    /// the image; PATH is relative to the app folder. May be repeated.
+    #[arg(long, value_name = "PATH")]
+    pub allow_secret: Vec<String>,
+
     /// Build every layer afresh, without reading or writing the layer cache.
     #[arg(long)]
     pub no_cache: bool,
@@ -145,6 +189,12 @@ pub struct EcrFlags {
     /// Turn on scan on push for a repository that --create-repository creates.
     #[arg(long, requires = "create_repository")]
     pub scan_on_push: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NodeModules {
+    Install,
+    Local,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -42,6 +42,9 @@ pub enum Error {
     Handler(#[from] HandlerError),
 
     #[error(transparent)]
+    Deps(#[from] crate::deps::DepsError),
+
+    #[error(transparent)]
     Registry(#[from] RegistryError),
 
     #[error(transparent)]

@@ -27,8 +27,8 @@ pub mod node_version;
 pub mod platform;
 pub mod progress;
 pub mod reference;
-pub mod secrets;
 pub mod registry;
+pub mod secrets;
 
 pub use digest::Digest;
 pub use error::Error;

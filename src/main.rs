@@ -1,7 +1,9 @@
 //! The `lambda-image` command: build a Node.js Lambda image and push it, or write it as an
 //! OCI image layout. Stdout carries only the result; progress and logs go to stderr.
 
+mod check_command;
 mod cli;
+mod invoke_command;
 mod report;
 
 use std::io::Write;
@@ -10,12 +12,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
 
-use cli::{CacheCommand, Cli, Command, EcrFlags, ImageOptions, TagMutability};
+use cli::{CacheCommand, Cli, Command, EcrFlags, ImageOptions, NodeModules, TagMutability};
 use lambda_image::base::BaseLocation;
 use lambda_image::build::{build, BuildRequest, Built};
 use lambda_image::cache::{LayerCache, DEFAULT_MAX_CACHE_BYTES};
+use lambda_image::deps::NodeModulesMode;
 use lambda_image::ecr::{
     is_auth_rejection, EcrOptions, EcrSession, RepositorySettings, TagState, TokenCache,
 };
@@ -25,7 +27,15 @@ use lambda_image::registry::{push_image, ClientOptions, RegistryClient};
 use lambda_image::{Digest, Platform, Reference};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let mut cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
+        .unwrap_or_else(|error| error.exit());
+    if let (Command::Invoke { options, .. }, Some((_, arguments))) =
+        (&mut cli.command, matches.subcommand())
+    {
+        options.platform_given =
+            arguments.value_source("platform") == Some(clap::parser::ValueSource::CommandLine);
+    }
     report::init_logging(cli.verbose, cli.quiet);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -35,7 +45,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
@@ -43,7 +53,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
+async fn run(cli: Cli) -> Result<ExitCode> {
     let progress = report::StderrProgress::new(cli.quiet);
     let client_options = ClientOptions {
         read_timeout: std::time::Duration::from_secs(cli.timeout),
@@ -61,7 +71,7 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             push(&dir, &image, &options, &ecr, client, &progress).await?;
             prune_to_cap();
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Build {
             dir,
@@ -71,11 +81,40 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             build_layout(&dir, &output, &tag, &options, &client, &progress).await?;
             prune_to_cap();
-            Ok(())
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check {
+            target,
+            expect_arch,
+            options,
+        } => {
+            check_command::run(
+                &target,
+                expect_arch.as_deref(),
+                &options,
+                &client,
+                &progress,
+            )
+            .await
+        }
+        Command::Invoke {
+            target,
+            event,
+            function_timeout,
+            node,
+            options,
+        } => {
+            let request = invoke_command::Request {
+                target: &target,
+                event: event.as_deref(),
+                function_timeout,
+                node,
+            };
+            invoke_command::run(request, &options, &client, &progress).await
         }
         Command::Cache {
             command: CacheCommand::Prune { max_size },
-        } => prune_cache(max_size),
+        } => prune_cache(max_size).map(|()| ExitCode::SUCCESS),
     }
 }
 
@@ -112,6 +151,7 @@ async fn build_all(
     for (position, platform) in platforms.iter().enumerate() {
         let built = build_image(dir, options, platform.clone(), client, progress).await?;
         built.image.check_limits()?;
+        check_command::check_before_publishing(&built, client).await?;
         let tags = if platforms.len() == 1 {
             vec![tag.to_string()]
         } else if position == 0 {
@@ -322,7 +362,7 @@ async fn build_layout(
     Ok(())
 }
 
-async fn build_image(
+pub(crate) async fn build_image(
     dir: &Path,
     options: &ImageOptions,
     platform: Platform,
@@ -342,6 +382,11 @@ async fn build_image(
         compression_level: options.compression_level,
         epoch: None,
         use_cache: !options.no_cache,
+        allow_secrets: options.allow_secret.clone(),
+        node_modules: match options.node_modules {
+            NodeModules::Install => NodeModulesMode::Install,
+            NodeModules::Local => NodeModulesMode::Local,
+        },
     };
     Ok(build(&request, client, progress).await?)
 }
@@ -357,7 +402,7 @@ fn prune_to_cap() {
 }
 
 /// Prints one result line; a closed stdout (`| head`) is not an error.
-fn print_result(line: &str) -> Result<()> {
+pub(crate) fn print_result(line: &str) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
         Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error.into()),

@@ -7,6 +7,12 @@ use crate::digest::Digest;
 pub enum Event<'a> {
     /// The app directory was scanned.
     Scanned { entries: usize },
+    /// The production dependencies are ready: `source` is `installed`, `cached` or `local`.
+    DependenciesReady {
+        source: &'a str,
+        packages: usize,
+        bytes: u64,
+    },
     /// A layer was written: `name` is `dependencies` or `app`.
     LayerWritten {
         name: &'a str,

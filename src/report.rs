@@ -47,6 +47,16 @@ impl Progress for StderrProgress {
         }
         let line = match event {
             Event::Scanned { entries } => format!("scanned {entries} files and folders"),
+            Event::DependenciesReady {
+                source,
+                packages,
+                bytes,
+            } => {
+                format!(
+                    "dependencies {source}: {packages} packages, {}",
+                    megabytes(bytes)
+                )
+            }
             Event::LayerWritten {
                 name,
                 digest,

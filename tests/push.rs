@@ -27,7 +27,11 @@ fn lambda_image_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     command
         .args(args)
         .env("DOCKER_CONFIG", docker_config.path())
-        .env("XDG_CACHE_HOME", docker_config.path().join("cache"))
+        // One cache for the whole run, so the example app's dependencies install once.
+        .env(
+            "XDG_CACHE_HOME",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("push-cache"),
+        )
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env_remove("SOURCE_DATE_EPOCH");
     for (name, value) in env {

@@ -32,6 +32,8 @@ fn build_with_cache(app: &Path, output: &Path, epoch: Option<&str>, cache: &Path
             "--output",
             output.to_str().unwrap(),
         ])
+        // The fixture ships its node_modules and has no lockfile to install from.
+        .args(["--node-modules", "local"])
         .env_remove("SOURCE_DATE_EPOCH")
         .env("XDG_CACHE_HOME", cache);
     if let Some(epoch) = epoch {

@@ -1,0 +1,5 @@
+exports.handler = async () => {
+  const result = { name: 'loop' };
+  result.self = result;
+  return result;
+};

@@ -1,0 +1,3 @@
+exports.routes = {
+  get: async (event) => ({ route: 'nested', path: event.rawPath }),
+};
