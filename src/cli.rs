@@ -30,6 +30,11 @@ pub struct Cli {
     /// --resolve); may be repeated.
     #[arg(long, global = true, value_name = "HOST:PORT:ADDR", value_parser = parse_resolve)]
     pub resolve: Vec<(String, std::net::IpAddr)>,
+
+    /// Skip TLS certificate checks for this registry (host[:port], as in image references);
+    /// may be repeated. Checks stay on for every other registry.
+    #[arg(long, global = true, value_name = "REGISTRY")]
+    pub insecure: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -44,11 +44,26 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
-        Ok(code) => code,
-        Err(error) => {
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            result = run(cli) => Some(result),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    // Layers may still be compressing on blocking threads; they are abandoned, not awaited.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match outcome {
+        Some(Ok(code)) => code,
+        Some(Err(error)) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
+        }
+        // Dropping `run` cancelled every request in flight. The manifest goes last, so a
+        // registry never holds one for an interrupted push, and layouts are written to a
+        // temporary folder that is removed.
+        None => {
+            eprintln!("error: interrupted before the command finished");
+            ExitCode::from(130)
         }
     }
 }
@@ -58,6 +73,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let client_options = ClientOptions {
         read_timeout: std::time::Duration::from_secs(cli.timeout),
         resolve: cli.resolve.clone(),
+        insecure_registries: cli.insecure.clone(),
         ..ClientOptions::default()
     };
     let client = Arc::new(RegistryClient::new(&client_options)?);

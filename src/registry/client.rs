@@ -52,6 +52,8 @@ pub struct ClientOptions {
     /// Host names to connect to at fixed addresses, as curl's `--resolve`; the name is still
     /// used for TLS certificate checks.
     pub resolve: Vec<(String, std::net::IpAddr)>,
+    /// Registries (`host[:port]`) whose TLS certificates are not checked.
+    pub insecure_registries: Vec<String>,
 }
 
 impl Default for ClientOptions {
@@ -61,6 +63,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(30),
             max_attempts: 5,
             resolve: Vec::new(),
+            insecure_registries: Vec::new(),
         }
     }
 }
@@ -76,6 +79,9 @@ pub struct FetchedManifest {
 /// A client for any number of registries, sharing connections and tokens.
 pub struct RegistryClient {
     http: reqwest::Client,
+    /// The client for registries named by `--insecure`, which skips certificate checks.
+    insecure_http: reqwest::Client,
+    insecure_registries: Vec<String>,
     max_attempts: u32,
     docker_config: DockerConfig,
     credentials: Mutex<HashMap<String, Credentials>>,
@@ -87,25 +93,45 @@ pub struct RegistryClient {
 
 impl RegistryClient {
     pub fn new(options: &ClientOptions) -> Result<RegistryClient, RegistryError> {
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("lambda-image/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(options.connect_timeout)
-            .read_timeout(options.read_timeout);
-        for (host, address) in &options.resolve {
-            // Port 0 keeps the port of each request's URL.
-            builder = builder.resolve(host, std::net::SocketAddr::new(*address, 0));
-        }
-        let http = builder.build().map_err(|e| {
+        let builder = || {
+            let mut builder = reqwest::Client::builder()
+                .user_agent(concat!("lambda-image/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(options.connect_timeout)
+                .read_timeout(options.read_timeout)
+                .redirect(redirect_policy());
+            for (host, address) in &options.resolve {
+                // Port 0 keeps the port of each request's URL.
+                builder = builder.resolve(host, std::net::SocketAddr::new(*address, 0));
+            }
+            builder
+        };
+        let build_error = |e: reqwest::Error| {
             RegistryError::new("-", "set up the HTTP client").with_detail(error_chain(&e))
-        })?;
+        };
+        let http = builder().build().map_err(build_error)?;
+        let insecure_http = builder()
+            .tls_danger_accept_invalid_certs(true)
+            .build()
+            .map_err(build_error)?;
         Ok(RegistryClient {
             http,
+            insecure_http,
+            insecure_registries: options.insecure_registries.clone(),
             max_attempts: options.max_attempts.max(1),
             docker_config: DockerConfig::load(),
             credentials: Mutex::new(HashMap::new()),
             authorizations: Mutex::new(HashMap::new()),
             authorizing: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// The HTTP client for `registry`: certificate checks stay on unless `--insecure` names it.
+    fn http(&self, registry: &str) -> &reqwest::Client {
+        if self.insecure_registries.iter().any(|name| name == registry) {
+            &self.insecure_http
+        } else {
+            &self.http
+        }
     }
 
     /// Uses `credentials` for `registry` in place of any from Docker's config.json.
@@ -166,7 +192,11 @@ impl RegistryClient {
                 reference,
                 &[scope(reference, Access::Pull)],
                 &operation,
-                || self.http.head(&url).header(ACCEPT, MANIFEST_ACCEPT),
+                || {
+                    self.http(reference.registry())
+                        .head(&url)
+                        .header(ACCEPT, MANIFEST_ACCEPT)
+                },
             )
             .await?;
         let response = expect_status(
@@ -196,7 +226,11 @@ impl RegistryClient {
                 reference,
                 &[scope(reference, Access::Pull)],
                 &operation,
-                || self.http.get(&url).header(ACCEPT, MANIFEST_ACCEPT),
+                || {
+                    self.http(reference.registry())
+                        .get(&url)
+                        .header(ACCEPT, MANIFEST_ACCEPT)
+                },
             )
             .await?;
         let response = expect_status(
@@ -255,7 +289,7 @@ impl RegistryClient {
                 reference,
                 &[scope(reference, Access::Pull)],
                 &operation,
-                || self.http.get(&url),
+                || self.http(reference.registry()).get(&url),
             )
             .await?;
         expect_status(
@@ -278,7 +312,7 @@ impl RegistryClient {
         let url = format!("{}/blobs/{digest}", self.repository_url(reference));
         let response = self
             .send(reference, &[scope(reference, access)], &operation, || {
-                self.http.head(&url)
+                self.http(reference.registry()).head(&url)
             })
             .await?;
         match response.status() {
@@ -311,7 +345,9 @@ impl RegistryClient {
         ];
         let result = self
             .send(target, &scopes, &operation, || {
-                self.http.post(url.clone()).header(CONTENT_LENGTH, 0)
+                self.http(target.registry())
+                    .post(url.clone())
+                    .header(CONTENT_LENGTH, 0)
             })
             .await;
         let response = match result {
@@ -351,7 +387,9 @@ impl RegistryClient {
         let start_url = format!("{}/blobs/uploads/", self.repository_url(target));
         let response = self
             .send(target, &[scope(target, Access::Push)], &operation, || {
-                self.http.post(&start_url).header(CONTENT_LENGTH, 0)
+                self.http(target.registry())
+                    .post(&start_url)
+                    .header(CONTENT_LENGTH, 0)
             })
             .await?;
         // The spec says 202; ECR has been seen to answer 201.
@@ -372,7 +410,7 @@ impl RegistryClient {
             .append_pair("digest", &digest.to_string());
         let response = self
             .send(target, &[scope(target, Access::Push)], &operation, || {
-                self.http
+                self.http(target.registry())
                     .put(put_url.clone())
                     .header(CONTENT_TYPE, "application/octet-stream")
                     .header(CONTENT_LENGTH, size)
@@ -414,7 +452,7 @@ impl RegistryClient {
                 &[scope(reference, Access::Push)],
                 &operation,
                 || {
-                    self.http
+                    self.http(reference.registry())
                         .put(&url)
                         .header(CONTENT_TYPE, media_type.as_str())
                         .body(bytes.to_vec())
@@ -567,7 +605,7 @@ impl RegistryClient {
             RegistryError::new(registry, &token_operation).with_detail(error_chain(&e))
         };
         let send = |credentials: Option<&Credentials>| {
-            let mut request = self.http.get(url.clone());
+            let mut request = self.http(registry).get(url.clone());
             if let Some(credentials) = credentials {
                 request = request.header(AUTHORIZATION, credentials.basic_header());
             }
@@ -620,6 +658,42 @@ fn scope(reference: &Reference, access: Access) -> String {
         reference.repository(),
         access.scope_actions()
     )
+}
+
+/// Follows at most 10 redirects, and none from a public host to a loopback, private or
+/// link-local address (the cloud metadata service lives at 169.254.169.254): a registry, or
+/// whoever answers for it, must not steer requests with credentials-bearing context inside
+/// the network. Redirects between private hosts (a registry on a LAN) stay allowed.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        if attempt.previous().len() >= 10 {
+            return attempt.error("too many redirects");
+        }
+        let internal = |url: &Url| match url.host() {
+            Some(url::Host::Ipv4(address)) => {
+                address.is_private()
+                    || address.is_loopback()
+                    || address.is_link_local()
+                    || address.is_unspecified()
+            }
+            Some(url::Host::Ipv6(address)) => {
+                address.is_loopback()
+                    || address.is_unspecified()
+                    || (address.segments()[0] & 0xfe00) == 0xfc00
+                    || (address.segments()[0] & 0xffc0) == 0xfe80
+            }
+            Some(url::Host::Domain(name)) => name == "localhost",
+            None => false,
+        };
+        let from_internal = attempt.previous().first().is_some_and(internal);
+        if internal(attempt.url()) && !from_internal {
+            let target = attempt.url().host_str().unwrap_or_default().to_string();
+            return attempt.error(format!(
+                "refusing a redirect to the internal address {target}"
+            ));
+        }
+        attempt.follow()
+    })
 }
 
 fn is_retryable_status(status: StatusCode) -> bool {
