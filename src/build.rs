@@ -197,6 +197,15 @@ pub async fn build(
     })
 }
 
+/// Returns the base image `request` builds on: its `--base`, or the Lambda Node.js image for
+/// the Node.js major package.json's `engines.node` asks for.
+pub fn base_location(request: &BuildRequest) -> Result<BaseLocation> {
+    match &request.base {
+        Some(location) => Ok(location.clone()),
+        None => default_base(&read_package_json(&request.app_dir)?),
+    }
+}
+
 /// Writes the dependency layer (when there is a `node_modules`) and the app layer, so an app
 /// change leaves the dependency layer's digest, and its upload, untouched. Layers whose input
 /// files are unchanged since an earlier build come from `cache` without being read.

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 
 use cli::{CacheCommand, Cli, Command, EcrFlags, ImageOptions, NodeModules, TagMutability};
+use lambda_image::base::BaseImage;
 use lambda_image::base::BaseLocation;
 use lambda_image::build::{build, BuildRequest, Built};
 use lambda_image::cache::{LayerCache, DEFAULT_MAX_CACHE_BYTES};
@@ -23,7 +24,8 @@ use lambda_image::ecr::{
 };
 use lambda_image::image::build_index;
 use lambda_image::layout::{write_layout, LayoutEntry};
-use lambda_image::registry::{push_image, ClientOptions, RegistryClient};
+use lambda_image::progress::Progress;
+use lambda_image::registry::{push_base_layers, push_image, ClientOptions, RegistryClient};
 use lambda_image::{Digest, Platform, Reference};
 
 fn main() -> ExitCode {
@@ -231,6 +233,7 @@ async fn push(
     )
     .await?;
 
+    let base_transfers = start_base_transfers(dir, options, &target, &client, progress).await;
     let builds = match build_all(dir, &tag, options, &client, progress).await {
         Err(error) if session.is_some() && error.downcast_ref().is_some_and(is_auth_rejection) => {
             // The base may live in the same ECR registry, read with a cached token that has
@@ -259,6 +262,12 @@ async fn push(
         }
     }
 
+    for transfer in base_transfers {
+        // A failed early transfer is not final: push_pending checks every blob again.
+        if let Ok(Err(error)) = transfer.await {
+            tracing::debug!(%error, "early base layer transfer failed");
+        }
+    }
     let mut result = push_pending(&client, &target, &pending, progress).await;
     if let (Err(error), Some(session)) = (&result, &session) {
         if is_auth_rejection(error) {
@@ -294,6 +303,57 @@ async fn push(
         }
     }
     Ok(())
+}
+
+/// Starts copying each platform's base layers to the target while the app is being built.
+/// Anything that fails here (an unreadable package.json, a missing base) is left for the
+/// build to report in its own words.
+async fn start_base_transfers(
+    dir: &Path,
+    options: &ImageOptions,
+    target: &Reference,
+    client: &Arc<RegistryClient>,
+    progress: &report::StderrProgress,
+) -> Vec<AbortOnDrop> {
+    let Ok(platforms) = parse_platforms(&options.platform) else {
+        return Vec::new();
+    };
+    let mut transfers = Vec::new();
+    for platform in platforms {
+        let Ok(request) = build_request(dir, options, platform.clone()) else {
+            break;
+        };
+        let Ok(location) = lambda_image::build::base_location(&request) else {
+            break;
+        };
+        let Ok(base) = BaseImage::load(location, &platform, client).await else {
+            break;
+        };
+        let progress: Arc<dyn Progress> = Arc::new(progress.clone());
+        let task = push_base_layers(client.clone(), target.clone(), Arc::new(base), progress);
+        transfers.push(AbortOnDrop(tokio::spawn(task)));
+    }
+    transfers
+}
+
+/// A background task that stops when its handle is dropped, as when the build fails first.
+struct AbortOnDrop(tokio::task::JoinHandle<lambda_image::error::Result<()>>);
+
+impl std::future::Future for AbortOnDrop {
+    type Output = Result<lambda_image::error::Result<()>, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(context)
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Pushes each image under its tags: blobs and manifest for the first tag, the manifest alone
@@ -385,12 +445,17 @@ pub(crate) async fn build_image(
     client: &RegistryClient,
     progress: &report::StderrProgress,
 ) -> Result<Built> {
+    let request = build_request(dir, options, platform)?;
+    Ok(build(&request, client, progress).await?)
+}
+
+fn build_request(dir: &Path, options: &ImageOptions, platform: Platform) -> Result<BuildRequest> {
     let base = options
         .base
         .as_deref()
         .map(str::parse::<BaseLocation>)
         .transpose()?;
-    let request = BuildRequest {
+    Ok(BuildRequest {
         app_dir: PathBuf::from(dir),
         base,
         handler: options.handler.clone(),
@@ -403,8 +468,7 @@ pub(crate) async fn build_image(
             NodeModules::Install => NodeModulesMode::Install,
             NodeModules::Local => NodeModulesMode::Local,
         },
-    };
-    Ok(build(&request, client, progress).await?)
+    })
 }
 
 /// Keeps the layer cache under its cap once a command no longer needs its layers; failing to

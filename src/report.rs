@@ -30,6 +30,7 @@ pub fn init_logging(verbose: u8, quiet: bool) {
 }
 
 /// Prints one line per step to stderr.
+#[derive(Clone)]
 pub struct StderrProgress {
     quiet: bool,
 }

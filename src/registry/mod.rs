@@ -11,4 +11,4 @@ pub use auth::{
 };
 pub use client::{Access, ClientOptions, FetchedManifest, RegistryClient, MAX_MANIFEST_SIZE};
 pub use error::{ErrorCode, RegistryError};
-pub use push::push_image;
+pub use push::{push_base_layers, push_image};

@@ -74,6 +74,42 @@ pub async fn push_image(
     Ok(digest)
 }
 
+/// Makes the base image's layers present in `target`, mounting or streaming each that is
+/// missing. Run while the app's layers are still being built, it takes the base's transfer,
+/// often the largest, off the critical path; `push_image` then finds them present.
+pub async fn push_base_layers(
+    client: Arc<RegistryClient>,
+    target: Reference,
+    base: Arc<BaseImage>,
+    progress: Arc<dyn Progress>,
+) -> Result<()> {
+    let layers = base.manifest.layers.clone();
+    stream::iter(layers)
+        .map(|descriptor| {
+            let client = client.clone();
+            let base = base.clone();
+            let target = &target;
+            let progress = progress.as_ref();
+            async move {
+                let (digest, size) = (descriptor.digest.clone(), descriptor.size);
+                push_blob(
+                    &client,
+                    target,
+                    &digest,
+                    size,
+                    Blob::Base(descriptor),
+                    &base,
+                    progress,
+                )
+                .await
+            }
+        })
+        .buffer_unordered(PARALLEL_UPLOADS)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
 async fn push_blob(
     client: &Arc<RegistryClient>,
     target: &Reference,
