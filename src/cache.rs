@@ -225,7 +225,7 @@ pub fn layer_key<'a>(
         let is_file = matches!(entry.kind, EntryKind::File { .. });
         if is_file && (stamp.mtime_ns >= racy_after_ns || stamp.ctime_ns >= racy_after_ns) {
             hasher.update(b"content\0");
-            hasher.update(content_digest(&entry.source)?.hex().as_bytes());
+            hasher.update(content_digest(&entry.source())?.hex().as_bytes());
         } else {
             let ChangeStamp {
                 size,

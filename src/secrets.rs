@@ -173,11 +173,11 @@ fn kind_by_name(folder: &str, name: &str) -> Option<SecretKind> {
 /// Reads the file as text, or returns `None` for a binary or unreadable file.
 fn read_text(entry: &FileEntry, size: u64) -> Option<String> {
     let mut bytes = Vec::with_capacity(size as usize);
-    let read = File::open(&entry.source)
+    let read = File::open(entry.source())
         .and_then(|file| file.take(MAX_SCANNED_SIZE).read_to_end(&mut bytes));
     if let Err(error) = read {
         // Packing the layer reads the file again and reports the error there.
-        debug!(path = %entry.source.display(), %error, "cannot read the file to check it for secrets");
+        debug!(path = %entry.source().display(), %error, "cannot read the file to check it for secrets");
         return None;
     }
     let sniffed = &bytes[..bytes.len().min(TEXT_SNIFF_SIZE)];

@@ -41,7 +41,7 @@ impl<W: Write> TarWriter<W> {
     /// rejects layers whose entries lack their parents ("MissingParentDirectory").
     pub fn append(&mut self, entry: &FileEntry) -> Result<()> {
         let path = format!("{}/{}", self.prefix, entry.path);
-        let write_error = |e| Error::io("write a layer entry for", &entry.source, e);
+        let write_error = |e| Error::io("write a layer entry for", &entry.source(), e);
         self.write_parents(&path).map_err(write_error)?;
 
         match &entry.kind {
@@ -134,14 +134,14 @@ impl<W: Write> TarWriter<W> {
 
     /// Copies exactly `size` bytes of the file, failing if it grew or shrank since the scan.
     fn copy_content(&mut self, entry: &FileEntry, size: u64) -> Result<()> {
-        let read_error = |e| Error::io("read", &entry.source, e);
+        let read_error = |e| Error::io("read", &entry.source(), e);
         let changed = || Error::AppFile {
-            path: entry.source.clone(),
+            path: entry.source(),
             reason: "the file changed size while it was being read; run the command again \
                      when nothing is writing to the app directory"
                 .to_string(),
         };
-        let mut file = File::open(&entry.source).map_err(read_error)?;
+        let mut file = File::open(entry.source()).map_err(read_error)?;
         let mut remaining = size;
         while remaining > 0 {
             let want = remaining.min(self.copy_buffer.len() as u64) as usize;
@@ -153,14 +153,14 @@ impl<W: Write> TarWriter<W> {
             }
             self.inner
                 .write_all(&self.copy_buffer[..read])
-                .map_err(|e| Error::io("write a layer entry for", &entry.source, e))?;
+                .map_err(|e| Error::io("write a layer entry for", &entry.source(), e))?;
             remaining -= read as u64;
         }
         if file.read(&mut self.copy_buffer[..1]).map_err(read_error)? != 0 {
             return Err(changed());
         }
         self.pad(size)
-            .map_err(|e| Error::io("write a layer entry for", &entry.source, e))
+            .map_err(|e| Error::io("write a layer entry for", &entry.source(), e))
     }
 
     fn pad(&mut self, size: u64) -> io::Result<()> {
@@ -211,15 +211,23 @@ fn pax_header_name(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
+    use std::path::Path;
+    use std::sync::Arc;
 
-    fn entry(path: &str, kind: EntryKind, source: PathBuf) -> FileEntry {
+    /// An entry at `path` below `root`; a file entry's content must be at `root/path`.
+    fn entry(path: &str, kind: EntryKind, root: &Path) -> FileEntry {
         FileEntry {
             path: path.to_string(),
-            source,
+            root: Arc::from(root),
             kind,
             executable: false,
         }
+    }
+
+    fn write_file(root: &Path, path: &str, content: &str) {
+        let file = root.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, content).unwrap();
     }
 
     fn read_archive(bytes: &[u8]) -> Vec<(String, EntryType, u32, String)> {
@@ -248,11 +256,10 @@ mod tests {
     #[test]
     fn parents_come_before_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("f");
-        std::fs::write(&file, "hello").unwrap();
+        write_file(dir.path(), "a/b/f.js", "hello");
         let mut writer = TarWriter::new(Vec::new(), 1, "var/task");
         writer
-            .append(&entry("a/b/f.js", EntryKind::File { size: 5 }, file))
+            .append(&entry("a/b/f.js", EntryKind::File { size: 5 }, dir.path()))
             .unwrap();
         let entries = read_archive(&writer.finish().unwrap());
         let paths: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
@@ -281,7 +288,7 @@ mod tests {
                 EntryKind::Symlink {
                     target: target.clone(),
                 },
-                PathBuf::new(),
+                Path::new("/"),
             ))
             .unwrap();
         let entries = read_archive(&writer.finish().unwrap());
@@ -294,11 +301,10 @@ mod tests {
     #[test]
     fn changed_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("f");
-        std::fs::write(&file, "hello").unwrap();
+        write_file(dir.path(), "f", "hello");
         let mut writer = TarWriter::new(Vec::new(), 1, "var/task");
         let error = writer
-            .append(&entry("f", EntryKind::File { size: 9 }, file))
+            .append(&entry("f", EntryKind::File { size: 9 }, dir.path()))
             .unwrap_err();
         assert!(error.to_string().contains("changed size"), "{error}");
     }
