@@ -41,7 +41,7 @@ impl<W: Write> TarWriter<W> {
     /// rejects layers whose entries lack their parents ("MissingParentDirectory").
     pub fn append(&mut self, entry: &FileEntry) -> Result<()> {
         let path = format!("{}/{}", self.prefix, entry.path);
-        let write_error = |e| Error::io("write a layer entry for", &entry.source(), e);
+        let write_error = |e| Error::io("write a layer entry for", entry.source(), e);
         self.write_parents(&path).map_err(write_error)?;
 
         match &entry.kind {
@@ -134,7 +134,7 @@ impl<W: Write> TarWriter<W> {
 
     /// Copies exactly `size` bytes of the file, failing if it grew or shrank since the scan.
     fn copy_content(&mut self, entry: &FileEntry, size: u64) -> Result<()> {
-        let read_error = |e| Error::io("read", &entry.source(), e);
+        let read_error = |e| Error::io("read", entry.source(), e);
         let changed = || Error::AppFile {
             path: entry.source(),
             reason: "the file changed size while it was being read; run the command again \
@@ -153,14 +153,14 @@ impl<W: Write> TarWriter<W> {
             }
             self.inner
                 .write_all(&self.copy_buffer[..read])
-                .map_err(|e| Error::io("write a layer entry for", &entry.source(), e))?;
+                .map_err(|e| Error::io("write a layer entry for", entry.source(), e))?;
             remaining -= read as u64;
         }
         if file.read(&mut self.copy_buffer[..1]).map_err(read_error)? != 0 {
             return Err(changed());
         }
         self.pad(size)
-            .map_err(|e| Error::io("write a layer entry for", &entry.source(), e))
+            .map_err(|e| Error::io("write a layer entry for", entry.source(), e))
     }
 
     fn pad(&mut self, size: u64) -> io::Result<()> {
