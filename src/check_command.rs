@@ -64,13 +64,10 @@ pub async fn run(
 }
 
 /// Runs the checks on an image just built, before anything is pushed or written; warnings are
-/// printed, errors fail the command. A registry base's layers are not downloaded for this.
+/// printed, errors fail the command. Only the manifest and config are checked: reading the
+/// layers back would double the cost of a build, and `lambda-image check` does that on demand.
 pub async fn check_before_publishing(built: &Built, client: &RegistryClient) -> Result<()> {
-    let blobs = BuiltImageBlobs::new(&built.image, &built.base, client);
-    let blobs = match built.base.location {
-        BaseLocation::Registry(_) => blobs.skip_base_layers(),
-        BaseLocation::Layout { .. } => blobs,
-    };
+    let blobs = BuiltImageBlobs::new(&built.image, &built.base, client).metadata_only();
     let options = CheckOptions {
         expect_arch: None,
         platform: built.base.platform.clone(),

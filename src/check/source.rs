@@ -105,6 +105,7 @@ pub struct BuiltImageBlobs<'a> {
     base: &'a BaseImage,
     client: &'a RegistryClient,
     read_base_layers: bool,
+    read_built_layers: bool,
 }
 
 impl<'a> BuiltImageBlobs<'a> {
@@ -120,7 +121,17 @@ impl<'a> BuiltImageBlobs<'a> {
             base,
             client,
             read_base_layers: true,
+            read_built_layers: true,
         }
+    }
+
+    /// Leaves every layer unread, so only the manifest and config are checked. For an image
+    /// lambda-image just built: its own layers have parent entries and readable modes by
+    /// construction, and its handler was resolved against the same files before they were packed.
+    pub fn metadata_only(mut self) -> BuiltImageBlobs<'a> {
+        self.read_base_layers = false;
+        self.read_built_layers = false;
+        self
     }
 
     /// Leaves the base image's layers unread, so a check before a push does not download a
@@ -151,6 +162,7 @@ impl BlobReader for BuiltImageBlobs<'_> {
     fn open<'a>(&'a self, descriptor: &'a Descriptor) -> BoxFuture<'a, Result<Option<BlobStream>>> {
         Box::pin(async move {
             match self.source(descriptor) {
+                Some(LayerSource::File(_)) if !self.read_built_layers => Ok(None),
                 Some(LayerSource::File(path)) => {
                     let stream = blob::file_stream(path)
                         .await
