@@ -89,6 +89,7 @@ pub async fn build(
     progress.report(Event::Scanned {
         entries: files.entries().len(),
     });
+    check_total_size(&files)?;
     let secrets = find_secrets(&files, &request.allow_secrets);
     if !secrets.is_empty() {
         return Err(secrets_error(files.root(), &secrets));
@@ -197,13 +198,41 @@ pub async fn build(
     })
 }
 
+/// Lambda's limit on an image's uncompressed size: 10 GB (10,737,418,240 bytes).
+pub const MAX_IMAGE_BYTES: u64 = 10 * 1024 * 1024 * 1024;
+
+/// Fails before anything is read when the app's files alone exceed what Lambda accepts.
+fn check_total_size(files: &FileList) -> Result<()> {
+    let total: u64 = files
+        .entries()
+        .iter()
+        .map(|entry| match entry.kind {
+            crate::files::EntryKind::File { size } => size,
+            _ => 0,
+        })
+        .sum();
+    if total > MAX_IMAGE_BYTES {
+        return Err(Error::AppDirectory {
+            path: files.root().to_path_buf(),
+            reason: format!(
+                "holds {total} bytes of files, more than the {MAX_IMAGE_BYTES} bytes (10 GiB) Lambda accepts \
+                 for an image; exclude what the function does not need in .dockerignore"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Returns the base image `request` builds on: its `--base`, or the Lambda Node.js image for
 /// the Node.js major package.json's `engines.node` asks for.
 pub fn base_location(request: &BuildRequest) -> Result<BaseLocation> {
-    match &request.base {
-        Some(location) => Ok(location.clone()),
-        None => default_base(&read_package_json(&request.app_dir)?),
+    // The app folder is checked first even with --base, so that nothing is sent anywhere
+    // for a command that is about to fail.
+    let package = read_package_json(&request.app_dir)?;
+    if request.base.is_none() {
+        return default_base(&package);
     }
+    Ok(request.base.clone().expect("checked above"))
 }
 
 /// Writes the dependency layer (when there is a `node_modules`) and the app layer, so an app

@@ -58,7 +58,7 @@ pub enum Command {
         #[arg(long, short)]
         output: PathBuf,
         /// The tag recorded in the layout's index.json.
-        #[arg(long, default_value = "latest")]
+        #[arg(long, default_value = "latest", value_parser = parse_tag)]
         tag: String,
         #[command(flatten)]
         options: ImageOptions,
@@ -207,6 +207,12 @@ pub enum NodeModules {
 pub enum TagMutability {
     Mutable,
     Immutable,
+}
+
+fn parse_tag(value: &str) -> Result<String, String> {
+    lambda_image::reference::validate_tag(value)
+        .map(|()| value.to_string())
+        .map_err(|reason| format!("`{value}` is not a valid tag: {reason}"))
 }
 
 /// Parses `HOST:PORT:ADDR`, where ADDR may be an IPv6 address in brackets.

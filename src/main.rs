@@ -57,7 +57,7 @@ fn main() -> ExitCode {
     match outcome {
         Some(Ok(code)) => code,
         Some(Err(error)) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", one_line(&error));
             ExitCode::FAILURE
         }
         // Dropping `run` cancelled every request in flight. The manifest goes last, so a
@@ -68,6 +68,23 @@ fn main() -> ExitCode {
             ExitCode::from(130)
         }
     }
+}
+
+/// Joins an error and its causes with `: `, leaving out a cause whose text the message already
+/// contains (the library's messages name their cause themselves).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
@@ -233,6 +250,8 @@ async fn push(
     )
     .await?;
 
+    // A missing or broken app folder fails here, before any byte goes to the registry.
+    lambda_image::build::base_location(&build_request(dir, options, Platform::linux_amd64())?)?;
     let base_transfers = start_base_transfers(dir, options, &target, &client, progress).await;
     let builds = match build_all(dir, &tag, options, &client, progress).await {
         Err(error) if session.is_some() && error.downcast_ref().is_some_and(is_auth_rejection) => {

@@ -264,7 +264,8 @@ fn valid_path_component(component: &str) -> bool {
     true
 }
 
-fn validate_tag(tag: &str) -> Result<(), &'static str> {
+/// Checks a tag against Docker's grammar: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+pub fn validate_tag(tag: &str) -> Result<(), &'static str> {
     let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     match tag.as_bytes() {
         [] => Err("the tag after `:` is empty"),

@@ -106,7 +106,7 @@ impl RegistryClient {
             builder
         };
         let build_error = |e: reqwest::Error| {
-            RegistryError::new("-", "set up the HTTP client").with_detail(error_chain(&e))
+            RegistryError::new("-", "set up the HTTP client").with_transport_error(error_chain(&e))
         };
         let http = builder().build().map_err(build_error)?;
         let insecure_http = builder()
@@ -556,7 +556,7 @@ impl RegistryClient {
             };
             let Some(retry_after) = retry_after.filter(|_| attempt < self.max_attempts) else {
                 return outcome.map_err(|e| {
-                    RegistryError::new(registry, operation).with_detail(error_chain(&e))
+                    RegistryError::new(registry, operation).with_transport_error(error_chain(&e))
                 });
             };
             let delay = retry_after.unwrap_or_else(|| backoff(attempt));
@@ -602,7 +602,7 @@ impl RegistryClient {
 
         let token_operation = format!("get a token for {}", scopes.join(" "));
         let transport_error = |e: reqwest::Error| {
-            RegistryError::new(registry, &token_operation).with_detail(error_chain(&e))
+            RegistryError::new(registry, &token_operation).with_transport_error(error_chain(&e))
         };
         let send = |credentials: Option<&Credentials>| {
             let mut request = self.http(registry).get(url.clone());
@@ -746,8 +746,8 @@ fn upload_location(response: &Response, request_url: &str) -> Result<Url, String
         || url.port_or_known_default() != base.port_or_known_default()
     {
         return Err(format!(
-            "the upload Location points at another host ({}); refusing to send data there",
-            url.host_str().unwrap_or("none")
+            "the upload Location points at {}, not at the registry; refusing to send data there",
+            url.origin().ascii_serialization()
         ));
     }
     Ok(url)
@@ -794,11 +794,9 @@ async fn read_limited(
         return Err(too_large());
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| RegistryError::new(registry, operation).with_detail(error_chain(&e)))?
-    {
+    while let Some(chunk) = response.chunk().await.map_err(|e| {
+        RegistryError::new(registry, operation).with_transport_error(error_chain(&e))
+    })? {
         if body.len() + chunk.len() > limit {
             return Err(too_large());
         }

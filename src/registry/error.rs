@@ -23,6 +23,9 @@ pub struct RegistryError {
     pub codes: Vec<ErrorCode>,
     /// The transport or protocol failure, when there is no usable error code.
     pub detail: Option<String>,
+    /// Whether no answer arrived (refused, reset, timed out), as opposed to an answer this
+    /// client rejected.
+    pub transport: bool,
 }
 
 impl RegistryError {
@@ -33,7 +36,15 @@ impl RegistryError {
             status: None,
             codes: Vec::new(),
             detail: None,
+            transport: false,
         }
+    }
+
+    /// Records a failure to get any answer: worth retrying, and worth checking the network.
+    pub fn with_transport_error(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self.transport = true;
+        self
     }
 
     pub fn with_status(mut self, status: u16) -> Self {
@@ -74,7 +85,7 @@ impl RegistryError {
     /// Reports whether trying the same request again may succeed.
     pub fn is_retryable(&self) -> bool {
         match self.status {
-            None => true,
+            None => self.transport,
             Some(status) => status == 429 || status >= 500 || self.has_code("TOOMANYREQUESTS"),
         }
     }
@@ -110,7 +121,7 @@ impl RegistryError {
         if self.status == Some(429) || self.has_code("TOOMANYREQUESTS") {
             return Some("the registry is throttling requests; wait and run again".to_string());
         }
-        if self.status.is_none() {
+        if self.transport {
             return Some(format!(
                 "check that {registry} is reachable from this machine"
             ));
@@ -175,7 +186,12 @@ mod tests {
     fn throttling_and_server_errors_are_retryable() {
         assert!(RegistryError::new("r", "x").with_status(429).is_retryable());
         assert!(RegistryError::new("r", "x").with_status(503).is_retryable());
-        assert!(RegistryError::new("r", "x").is_retryable());
+        assert!(RegistryError::new("r", "x")
+            .with_transport_error("reset")
+            .is_retryable());
+        assert!(!RegistryError::new("r", "x")
+            .with_detail("not JSON")
+            .is_retryable());
         assert!(!RegistryError::new("r", "x").with_status(400).is_retryable());
     }
 }
