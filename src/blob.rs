@@ -22,6 +22,7 @@ pub fn verify(inner: BlobStream, digest: Digest, size: u64, source: String) -> B
         expected_digest: digest,
         expected_size: size,
         hasher: Some(Hasher::new()),
+        verified: false,
         source,
     })
 }
@@ -31,6 +32,8 @@ struct VerifyingStream {
     expected_digest: Digest,
     expected_size: u64,
     hasher: Option<Hasher>,
+    /// Set once exactly the expected bytes have arrived and matched the digest.
+    verified: bool,
     source: String,
 }
 
@@ -50,6 +53,18 @@ impl Stream for VerifyingStream {
     type Item = io::Result<Bytes>;
 
     fn poll_next(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.verified {
+            // Anything after the verified content is more than the descriptor allows.
+            return match self.inner.as_mut().poll_next(context) {
+                Poll::Ready(Some(Ok(chunk))) if !chunk.is_empty() => {
+                    self.verified = false;
+                    let reason = format!("more than the expected {} bytes", self.expected_size);
+                    Poll::Ready(Some(Err(self.mismatch(reason))))
+                }
+                Poll::Ready(Some(Ok(_))) => Poll::Ready(Some(Ok(Bytes::new()))),
+                other => other,
+            };
+        }
         if self.hasher.is_none() {
             return Poll::Ready(None);
         }
@@ -62,10 +77,22 @@ impl Stream for VerifyingStream {
             Poll::Ready(Some(Ok(chunk))) => {
                 let hasher = self.hasher.as_mut().expect("checked above");
                 hasher.update(&chunk);
-                if hasher.length() > self.expected_size {
+                let length = hasher.length();
+                if length > self.expected_size {
                     self.hasher = None;
                     let reason = format!("more than the expected {} bytes", self.expected_size);
                     return Poll::Ready(Some(Err(self.mismatch(reason))));
+                }
+                if length == self.expected_size {
+                    // Checked before the last chunk is released: a consumer that stops at the
+                    // declared length, as an HTTP body with Content-Length does, never sees the
+                    // end of the stream, so the check must not wait for it.
+                    let digest = self.hasher.take().expect("checked above").finish();
+                    if digest != self.expected_digest {
+                        let reason = format!("content has digest {digest}");
+                        return Poll::Ready(Some(Err(self.mismatch(reason))));
+                    }
+                    self.verified = true;
                 }
                 Poll::Ready(Some(Ok(chunk)))
             }

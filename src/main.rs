@@ -178,10 +178,7 @@ async fn build_all(
     client: &RegistryClient,
     progress: &report::StderrProgress,
 ) -> Result<Vec<PlatformBuild>> {
-    let platforms = parse_platforms(&options.platform)?;
-    if options.index && platforms.len() < 2 {
-        bail!("--index needs two platforms, such as --platform linux/amd64,linux/arm64");
-    }
+    let platforms = parse_platforms(&options.platform, options.index)?;
     let mut builds = Vec::new();
     for (position, platform) in platforms.iter().enumerate() {
         let built = build_image(dir, options, platform.clone(), client, progress).await?;
@@ -199,7 +196,8 @@ async fn build_all(
     Ok(builds)
 }
 
-fn parse_platforms(values: &[String]) -> Result<Vec<Platform>> {
+/// Parses `--platform`, checking that `--index` has two platforms to list.
+fn parse_platforms(values: &[String], index: bool) -> Result<Vec<Platform>> {
     let mut platforms: Vec<Platform> = Vec::new();
     for value in values {
         let platform: Platform = value.trim().parse()?;
@@ -214,6 +212,9 @@ fn parse_platforms(values: &[String]) -> Result<Vec<Platform>> {
         }
         platforms.push(platform);
     }
+    if index && platforms.len() < 2 {
+        bail!("--index needs two platforms, such as --platform linux/amd64,linux/arm64");
+    }
     Ok(platforms)
 }
 
@@ -226,6 +227,7 @@ async fn push(
     progress: &report::StderrProgress,
 ) -> Result<()> {
     let target: Reference = image.parse()?;
+    parse_platforms(&options.platform, options.index)?;
     if target.digest().is_some() {
         bail!(
             "push target `{image}` names a digest; name a tag instead, such as {}:latest",
@@ -252,7 +254,21 @@ async fn push(
 
     // A missing or broken app folder fails here, before any byte goes to the registry.
     lambda_image::build::base_location(&build_request(dir, options, Platform::linux_amd64())?)?;
-    let base_transfers = start_base_transfers(dir, options, &target, &client, progress).await;
+    let base_transfers = match start_base_transfers(dir, options, &target, &client, progress).await
+    {
+        Err(error) if session.is_some() && error.downcast_ref().is_some_and(is_auth_rejection) => {
+            // The base may live in the same ECR registry, read with a cached token that has
+            // since been revoked.
+            tracing::warn!("the registry rejected the ECR token; logging in again");
+            session
+                .as_ref()
+                .expect("checked above")
+                .refresh_login(&client)
+                .await?;
+            start_base_transfers(dir, options, &target, &client, progress).await?
+        }
+        result => result?,
+    };
     let builds = match build_all(dir, &tag, options, &client, progress).await {
         Err(error) if session.is_some() && error.downcast_ref().is_some_and(is_auth_rejection) => {
             // The base may live in the same ECR registry, read with a cached token that has
@@ -325,34 +341,24 @@ async fn push(
 }
 
 /// Starts copying each platform's base layers to the target while the app is being built.
-/// Anything that fails here (an unreadable package.json, a missing base) is left for the
-/// build to report in its own words.
+/// A base that cannot be loaded fails the push here, once, rather than again in the build.
 async fn start_base_transfers(
     dir: &Path,
     options: &ImageOptions,
     target: &Reference,
     client: &Arc<RegistryClient>,
     progress: &report::StderrProgress,
-) -> Vec<AbortOnDrop> {
-    let Ok(platforms) = parse_platforms(&options.platform) else {
-        return Vec::new();
-    };
+) -> Result<Vec<AbortOnDrop>> {
     let mut transfers = Vec::new();
-    for platform in platforms {
-        let Ok(request) = build_request(dir, options, platform.clone()) else {
-            break;
-        };
-        let Ok(location) = lambda_image::build::base_location(&request) else {
-            break;
-        };
-        let Ok(base) = BaseImage::load(location, &platform, client).await else {
-            break;
-        };
+    for platform in parse_platforms(&options.platform, options.index)? {
+        let request = build_request(dir, options, platform.clone())?;
+        let location = lambda_image::build::base_location(&request)?;
+        let base = BaseImage::load(location, &platform, client).await?;
         let progress: Arc<dyn Progress> = Arc::new(progress.clone());
         let task = push_base_layers(client.clone(), target.clone(), Arc::new(base), progress);
         transfers.push(AbortOnDrop(tokio::spawn(task)));
     }
-    transfers
+    Ok(transfers)
 }
 
 /// A background task that stops when its handle is dropped, as when the build fails first.

@@ -549,6 +549,8 @@ fn index_needs_two_platforms() {
         example_app().to_str().unwrap(),
         "127.0.0.1:9/x:y",
         "--index",
+        "--base",
+        &format!("oci:{}:{BASE_TAG}", base_layout("base").display()),
     ]);
     assert_eq!(output.status.code(), Some(1));
     assert!(

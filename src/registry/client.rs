@@ -409,13 +409,21 @@ impl RegistryClient {
             .query_pairs_mut()
             .append_pair("digest", &digest.to_string());
         let response = self
-            .send(target, &[scope(target, Access::Push)], &operation, || {
-                self.http(target.registry())
-                    .put(put_url.clone())
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .header(CONTENT_LENGTH, size)
-                    .body(body())
-            })
+            .send_with(
+                target,
+                &[scope(target, Access::Push)],
+                &operation,
+                // A failed commit is never sent again to the same session, which the registry
+                // may have closed or already used; the caller checks for the blob and starts over.
+                1,
+                || {
+                    self.http(target.registry())
+                        .put(put_url.clone())
+                        .header(CONTENT_TYPE, "application/octet-stream")
+                        .header(CONTENT_LENGTH, size)
+                        .body(body())
+                },
+            )
             .await?;
         expect_status(
             response,
@@ -487,12 +495,26 @@ impl RegistryClient {
         operation: &str,
         make: impl Fn() -> RequestBuilder,
     ) -> Result<Response, RegistryError> {
+        self.send_with(reference, scopes, operation, self.max_attempts, make)
+            .await
+    }
+
+    /// Like `send`, but sends the request at most `attempts` times on failures that a retry
+    /// may cure.
+    async fn send_with(
+        &self,
+        reference: &Reference,
+        scopes: &[String],
+        operation: &str,
+        attempts: u32,
+        make: impl Fn() -> RequestBuilder,
+    ) -> Result<Response, RegistryError> {
         let registry = reference.registry();
         let key = (registry.to_string(), scopes.join(" "));
         let cached = lock(&self.authorizations).get(&key).cloned();
 
         let response = self
-            .execute(&make, cached.as_deref(), registry, operation)
+            .execute(&make, cached.as_deref(), registry, operation, attempts)
             .await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
@@ -522,7 +544,7 @@ impl RegistryClient {
         };
 
         let response = self
-            .execute(&make, Some(&authorization), registry, operation)
+            .execute(&make, Some(&authorization), registry, operation, attempts)
             .await?;
         if response.status() == StatusCode::UNAUTHORIZED {
             return Err(status_error(response, registry, operation).await);
@@ -538,6 +560,7 @@ impl RegistryClient {
         authorization: Option<&str>,
         registry: &str,
         operation: &str,
+        attempts: u32,
     ) -> Result<Response, RegistryError> {
         let mut attempt = 1;
         loop {
@@ -554,9 +577,16 @@ impl RegistryClient {
                 Err(error) if is_retryable_error(error) => Some(None),
                 Err(_) => None,
             };
-            let Some(retry_after) = retry_after.filter(|_| attempt < self.max_attempts) else {
+            let Some(retry_after) = retry_after.filter(|_| attempt < attempts) else {
                 return outcome.map_err(|e| {
-                    RegistryError::new(registry, operation).with_transport_error(error_chain(&e))
+                    let error = RegistryError::new(registry, operation);
+                    // Content that failed its digest check is no network trouble: retrying
+                    // would fetch the same wrong bytes.
+                    if is_invalid_data(&e) {
+                        error.with_detail(error_chain(&e))
+                    } else {
+                        error.with_transport_error(error_chain(&e))
+                    }
                 });
             };
             let delay = retry_after.unwrap_or_else(|| backoff(attempt));
@@ -701,7 +731,24 @@ fn is_retryable_status(status: StatusCode) -> bool {
 }
 
 fn is_retryable_error(error: &reqwest::Error) -> bool {
-    error.is_connect() || error.is_timeout() || error.is_request() || error.is_body()
+    let transient =
+        error.is_connect() || error.is_timeout() || error.is_request() || error.is_body();
+    transient && !is_invalid_data(error)
+}
+
+/// Reports whether the failure is a body stream's digest or size check (`InvalidData`).
+fn is_invalid_data(error: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::InvalidData)
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Reads `Retry-After` in seconds, capped at a minute; an HTTP date is ignored in favour of the
