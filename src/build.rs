@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use tracing::{debug, info, warn};
 
 use crate::base::{BaseImage, BaseLocation};
-use crate::cache::{layer_key, LayerCache};
+use crate::cache::{content_key, stamp_key, LayerCache};
 use crate::deps::{
     prepare, Dependencies, DependencyRequest, DependencySource, DependencySummary, NodeModulesMode,
 };
@@ -318,17 +318,33 @@ fn cached_layer(
     let Some(cache) = cache else {
         return write_layer(entries.iter().map(|(entry, _)| *entry), options, work_dir);
     };
-    let key = layer_key(entries.iter().copied(), options)?;
-    if let Some(blob) = cache.lookup(&key) {
+    // Unchanged stamps find the layer without reading a file. Failing that, the files' bytes
+    // may still match a cached layer (after a fresh checkout, say), which costs a read but no
+    // compression; the stamps are then recorded for next time.
+    let stamp_key = stamp_key(entries.iter().copied(), options);
+    if let Some(blob) = stamp_key.as_ref().and_then(|key| cache.lookup(key)) {
         debug!(digest = %blob.digest, "layer unchanged; reusing it from the cache");
         return Ok(blob);
     }
-    let blob = write_layer(
-        entries.iter().map(|(entry, _)| *entry),
-        options,
-        &cache.scratch_dir(),
-    )?;
-    cache.store(&key, blob)
+    let content_key = content_key(entries.iter().copied(), options)?;
+    let blob = match cache.lookup(&content_key) {
+        Some(blob) => {
+            debug!(digest = %blob.digest, "layer content unchanged; reusing it from the cache");
+            blob
+        }
+        None => {
+            let written = write_layer(
+                entries.iter().map(|(entry, _)| *entry),
+                options,
+                &cache.scratch_dir(),
+            )?;
+            cache.store(&content_key, written)?
+        }
+    };
+    if let Some(key) = &stamp_key {
+        cache.alias(key, &blob)?;
+    }
+    Ok(blob)
 }
 
 /// Reads `SOURCE_DATE_EPOCH`, the reproducible-builds convention for a fixed timestamp.

@@ -118,6 +118,12 @@ impl LayerCache {
         let path = self.blob_path(&blob.digest);
         fs::rename(&blob.path, &path)
             .map_err(|e| Error::io("store the layer in the cache at", &path, e))?;
+        let blob = LayerBlob { path, ..blob };
+        self.write_index(key, &blob)?;
+        Ok(blob)
+    }
+
+    fn write_index(&self, key: &Digest, blob: &LayerBlob) -> Result<()> {
         let entry = IndexEntry {
             digest: blob.digest.clone(),
             diff_id: blob.diff_id.clone(),
@@ -132,8 +138,12 @@ impl LayerCache {
         let bytes = serde_json::to_vec(&entry).expect("index entries serialize");
         fs::write(&temporary, bytes)
             .and_then(|()| fs::rename(&temporary, &index_path))
-            .map_err(|e| Error::io("write the cache index", &index_path, e))?;
-        Ok(LayerBlob { path, ..blob })
+            .map_err(|e| Error::io("write the cache index", &index_path, e))
+    }
+
+    /// Records that `key` also produces `blob`, which is already in the cache.
+    pub fn alias(&self, key: &Digest, blob: &LayerBlob) -> Result<()> {
+        self.write_index(key, blob)
     }
 
     /// Removes the least recently used blobs until the cache holds at most `max_bytes`, and
@@ -192,56 +202,87 @@ impl LayerCache {
     }
 }
 
-/// Fingerprints a layer's input: every entry's path, kind, mode bit and change stamp, plus the
-/// options that shape the bytes. A file changed within the racy window is fingerprinted by its
-/// content instead of its stamp.
-pub fn layer_key<'a>(
+/// Fingerprints a layer's input by its files' change stamps: every entry's path, kind, mode bit
+/// and stamp, plus the options that shape the bytes. Returns `None` when a file changed within
+/// the racy window, whose stamp cannot be trusted to change with its content.
+pub fn stamp_key<'a>(
     entries: impl IntoIterator<Item = (&'a FileEntry, &'a ChangeStamp)>,
     options: &LayerOptions,
-) -> Result<Digest> {
-    let racy_after = SystemTime::now() - RACY_WINDOW;
+) -> Option<Digest> {
+    stamp_key_at(entries, options, SystemTime::now())
+}
+
+/// `stamp_key` as seen at time `now`.
+fn stamp_key_at<'a>(
+    entries: impl IntoIterator<Item = (&'a FileEntry, &'a ChangeStamp)>,
+    options: &LayerOptions,
+    now: SystemTime,
+) -> Option<Digest> {
+    let racy_after = now - RACY_WINDOW;
     let racy_after_ns = racy_after
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128);
 
-    let mut hasher = Hasher::new();
-    hasher.update(FORMAT_VERSION.as_bytes());
-    hasher.update(
-        format!(
-            "\0{}\0{}\0{}\n",
-            options.mtime,
-            options.compression_level,
-            crate::layer::TASK_ROOT
-        )
-        .as_bytes(),
-    );
+    let mut hasher = key_hasher("stamps", options);
     for (entry, stamp) in entries {
-        let kind = match &entry.kind {
-            EntryKind::Directory => "d".to_string(),
-            EntryKind::File { size } => format!("f{size}"),
-            EntryKind::Symlink { target } => format!("l{target}"),
-        };
-        hasher.update(format!("{}\0{kind}\0{}\0", entry.path, entry.executable).as_bytes());
         let is_file = matches!(entry.kind, EntryKind::File { .. });
         if is_file && (stamp.mtime_ns >= racy_after_ns || stamp.ctime_ns >= racy_after_ns) {
-            hasher.update(b"content\0");
+            return None;
+        }
+        hash_entry(&mut hasher, entry);
+        let ChangeStamp {
+            size,
+            mtime_ns,
+            ctime_ns,
+            inode,
+            device,
+            mode,
+        } = stamp;
+        hasher.update(
+            format!("{size}\0{mtime_ns}\0{ctime_ns}\0{inode}\0{device}\0{mode}\n").as_bytes(),
+        );
+    }
+    Some(hasher.finish())
+}
+
+/// Fingerprints a layer's input by its files' contents, which it reads: the key that still
+/// matches after a copy or a checkout has changed every stamp but no byte.
+pub fn content_key<'a>(
+    entries: impl IntoIterator<Item = (&'a FileEntry, &'a ChangeStamp)>,
+    options: &LayerOptions,
+) -> Result<Digest> {
+    let mut hasher = key_hasher("contents", options);
+    for (entry, _) in entries {
+        hash_entry(&mut hasher, entry);
+        if matches!(entry.kind, EntryKind::File { .. }) {
             hasher.update(content_digest(&entry.source())?.hex().as_bytes());
-        } else {
-            let ChangeStamp {
-                size,
-                mtime_ns,
-                ctime_ns,
-                inode,
-                device,
-                mode,
-            } = stamp;
-            hasher.update(
-                format!("{size}\0{mtime_ns}\0{ctime_ns}\0{inode}\0{device}\0{mode}").as_bytes(),
-            );
         }
         hasher.update(b"\n");
     }
     Ok(hasher.finish())
+}
+
+fn key_hasher(kind: &str, options: &LayerOptions) -> Hasher {
+    let mut hasher = Hasher::new();
+    hasher.update(FORMAT_VERSION.as_bytes());
+    let settings = format!(
+        "\0{kind}\0{}\0{}\0{}\0{}\n",
+        options.mtime,
+        options.compression_level,
+        crate::layer::TASK_ROOT,
+        crate::layer::BLOCK_SIZE
+    );
+    hasher.update(settings.as_bytes());
+    hasher
+}
+
+fn hash_entry(hasher: &mut Hasher, entry: &FileEntry) {
+    let kind = match &entry.kind {
+        EntryKind::Directory => "d".to_string(),
+        EntryKind::File { size } => format!("f{size}"),
+        EntryKind::Symlink { target } => format!("l{target}"),
+    };
+    hasher.update(format!("{}\0{kind}\0{}\0", entry.path, entry.executable).as_bytes());
 }
 
 fn content_digest(path: &Path) -> Result<Digest> {
@@ -265,9 +306,22 @@ mod tests {
     use crate::dockerignore::DockerIgnore;
     use crate::files::FileList;
 
-    fn key_of(dir: &Path) -> Digest {
+    /// The stamp key as a build a few seconds from now would see it, when the files written by
+    /// the test are no longer racy (their ctime cannot be set back).
+    fn stamp_key_of(dir: &Path) -> Option<Digest> {
         let files = FileList::scan(dir, &DockerIgnore::empty()).unwrap();
-        layer_key(files.stamped(), &LayerOptions::default()).unwrap()
+        let later = SystemTime::now() + RACY_WINDOW + Duration::from_secs(1);
+        stamp_key_at(files.stamped(), &LayerOptions::default(), later)
+    }
+
+    fn stamp_key_now(dir: &Path) -> Option<Digest> {
+        let files = FileList::scan(dir, &DockerIgnore::empty()).unwrap();
+        stamp_key(files.stamped(), &LayerOptions::default())
+    }
+
+    fn content_key_of(dir: &Path) -> Digest {
+        let files = FileList::scan(dir, &DockerIgnore::empty()).unwrap();
+        content_key(files.stamped(), &LayerOptions::default()).unwrap()
     }
 
     fn age(path: &Path) {
@@ -281,28 +335,44 @@ mod tests {
     }
 
     #[test]
-    fn key_changes_with_content_of_racy_files() {
+    fn racy_files_have_no_stamp_key() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("a.js");
         fs::write(&file, "one").unwrap();
-        let first = key_of(dir.path());
-        assert_eq!(first, key_of(dir.path()), "the key is stable");
-        // Same size, written just now: only the content can tell the versions apart.
-        fs::write(&file, "two").unwrap();
-        assert_ne!(first, key_of(dir.path()));
+        assert_eq!(
+            stamp_key_now(dir.path()),
+            None,
+            "a file written just now is racy"
+        );
+        assert!(stamp_key_of(dir.path()).is_some());
     }
 
     #[test]
-    fn key_uses_stamps_for_old_files() {
+    fn stamp_key_changes_with_a_rewrite() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("a.js");
         fs::write(&file, "one").unwrap();
-        age(&file);
-        let first = key_of(dir.path());
+        let first = stamp_key_of(dir.path()).unwrap();
+        assert_eq!(
+            Some(&first),
+            stamp_key_of(dir.path()).as_ref(),
+            "the key is stable"
+        );
         fs::write(&file, "two").unwrap();
+        // Same size: the rewrite changed mtime and ctime, which the key includes.
+        assert_ne!(Some(first), stamp_key_of(dir.path()));
+    }
+
+    #[test]
+    fn content_key_follows_bytes_not_stamps() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.js");
+        fs::write(&file, "one").unwrap();
+        let first = content_key_of(dir.path());
         age(&file);
-        // The rewrite changed ctime, which the key includes.
-        assert_ne!(first, key_of(dir.path()));
+        assert_eq!(first, content_key_of(dir.path()));
+        fs::write(&file, "two").unwrap();
+        assert_ne!(first, content_key_of(dir.path()));
     }
 
     #[test]

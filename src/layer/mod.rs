@@ -11,7 +11,7 @@ use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::files::FileEntry;
 
-pub use gzip::{BlockGzipWriter, DEFAULT_COMPRESSION_LEVEL};
+pub use gzip::{BlockGzipWriter, BLOCK_SIZE, DEFAULT_COMPRESSION_LEVEL};
 pub use tar_writer::TarWriter;
 
 /// Where Lambda's Node.js runtime looks for the function code (`LAMBDA_TASK_ROOT`).
