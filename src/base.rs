@@ -36,6 +36,13 @@ impl FromStr for BaseLocation {
             Some((path, tag)) if !tag.contains('/') && !path.is_empty() => (path, Some(tag)),
             _ => (rest, None),
         };
+        if tag == Some("") {
+            return Err(Error::Base {
+                base: value.to_string(),
+                reason: "the tag after the last `:` is empty; write oci:PATH or oci:PATH:TAG"
+                    .to_string(),
+            });
+        }
         if path.is_empty() {
             return Err(Error::Base {
                 base: value.to_string(),
@@ -391,6 +398,7 @@ mod tests {
             }
         );
         assert!("oci:".parse::<BaseLocation>().is_err());
+        assert!("oci:a:b:".parse::<BaseLocation>().is_err());
         assert!(matches!(
             "public.ecr.aws/lambda/nodejs:22"
                 .parse::<BaseLocation>()

@@ -3,6 +3,10 @@
 //! These are small serde types rather than `oci-spec`'s: oci-spec serializes through HashMaps,
 //! so its JSON, and with it the manifest digest, changes from run to run, and it drops fields it
 //! does not know. Here maps are `BTreeMap`s and unknown fields are kept in `extra`.
+//!
+//! NOTE: an integer beyond the range of i64 and u64 in an unknown field is read as an f64 and
+//! written back rounded. serde_json's `arbitrary_precision` feature would keep it, but serde
+//! issue 1183 reports that feature breaking `#[serde(flatten)]`, which `extra` relies on.
 
 use std::collections::BTreeMap;
 

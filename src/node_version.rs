@@ -74,7 +74,7 @@ pub fn major_from_tag(tag: &str) -> Option<u64> {
 
 fn admits_major(set: &[Interval], major: u64) -> bool {
     let mut lower = (major, 0, 0);
-    let mut upper = (major + 1, 0, 0);
+    let mut upper = (major.saturating_add(1), 0, 0);
     for interval in set {
         lower = lower.max(interval.lower);
         if let Some(bound) = interval.upper {
@@ -156,11 +156,11 @@ fn parse_comparator(token: &str) -> Option<Interval> {
         },
         "^" if version.0 > 0 || parts == 1 => Interval {
             lower: version,
-            upper: Some((version.0 + 1, 0, 0)),
+            upper: Some((version.0.saturating_add(1), 0, 0)),
         },
         "^" if version.1 > 0 || parts == 2 => Interval {
             lower: version,
-            upper: Some((0, version.1 + 1, 0)),
+            upper: Some((0, version.1.saturating_add(1), 0)),
         },
         "^" => Interval {
             lower: version,
@@ -168,11 +168,11 @@ fn parse_comparator(token: &str) -> Option<Interval> {
         },
         "~" if parts == 1 => Interval {
             lower: version,
-            upper: Some((version.0 + 1, 0, 0)),
+            upper: Some((version.0.saturating_add(1), 0, 0)),
         },
         "~" => Interval {
             lower: version,
-            upper: Some((version.0, version.1 + 1, 0)),
+            upper: Some((version.0, version.1.saturating_add(1), 0)),
         },
         _ => return None,
     })
@@ -205,9 +205,9 @@ fn parse_partial(text: &str) -> Option<(Version, usize)> {
 fn next_after(version: Version, parts: usize) -> Version {
     match parts {
         0 => (u64::MAX, 0, 0),
-        1 => (version.0 + 1, 0, 0),
-        2 => (version.0, version.1 + 1, 0),
-        _ => (version.0, version.1, version.2 + 1),
+        1 => (version.0.saturating_add(1), 0, 0),
+        2 => (version.0, version.1.saturating_add(1), 0),
+        _ => (version.0, version.1, version.2.saturating_add(1)),
     }
 }
 
@@ -244,6 +244,13 @@ mod tests {
         assert_eq!(range_admits_major(">=22", 20), Some(false));
         assert_eq!(range_admits_major("20 || 22", 22), Some(true));
         assert_eq!(range_admits_major("banana", 22), None);
+    }
+
+    #[test]
+    fn huge_versions_do_not_overflow() {
+        assert_eq!(choose_major(Some("18446744073709551615")).major, 24);
+        assert_eq!(range_admits_major("^18446744073709551615", 22), Some(false));
+        assert_eq!(major_from_tag("18446744073709551615"), Some(u64::MAX));
     }
 
     #[test]
