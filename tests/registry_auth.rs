@@ -26,6 +26,8 @@ fn lambda_image(args: &[&str], docker_config: &TempDir) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lambda-image"))
         .args(args)
         .env("DOCKER_CONFIG", docker_config.path())
+        // Each Docker config folder has its own cache, which a test may search for secrets.
+        .env("XDG_CACHE_HOME", docker_config.path().join("cache"))
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env_remove("SOURCE_DATE_EPOCH")
         .output()
@@ -292,6 +294,8 @@ fn verbose_push_never_prints_secrets() {
         &image,
         "--base",
         &base,
+        "--node-modules",
+        "local",
         "-vvv",
     ];
 
@@ -345,6 +349,28 @@ fn verbose_push_never_prints_secrets() {
             "{name} printed an Authorization value:\n{printed}"
         );
     }
+    // Registry passwords and tokens are kept in memory only, so the cache holds none.
+    let cache = docker_config.path().join("cache");
+    let mut cached_files = 0;
+    for entry in walkdir::WalkDir::new(&cache).into_iter().flatten() {
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        cached_files += 1;
+        let content = String::from_utf8_lossy(&fs::read(entry.path()).unwrap()).into_owned();
+        for secret in &secrets {
+            assert!(
+                !content.contains(secret.as_str()),
+                "{} holds the secret {secret:?}",
+                entry.path().display()
+            );
+        }
+    }
+    assert!(
+        cached_files > 0,
+        "the push cached nothing in {}",
+        cache.display()
+    );
 }
 
 // --- The harness's token server --------------------------------------------------------------
