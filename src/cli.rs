@@ -102,7 +102,8 @@ pub enum Command {
 /// What `lambda-image cache` does.
 #[derive(Debug, Subcommand)]
 pub enum CacheCommand {
-    /// Remove the least recently used layers from the cache until it holds at most MAX_SIZE.
+    /// Remove the least recently used layers until the layer cache holds at most MAX_SIZE; with
+    /// the default of 0, also remove installed dependencies and cached base manifests.
     Prune {
         /// The size to keep, in bytes or with a K, M or G suffix (powers of 1024); 0 empties it.
         #[arg(long, default_value = "0", value_parser = parse_size)]
@@ -140,8 +141,9 @@ pub struct ImageOptions {
     pub handler: Option<String>,
 
     /// Target platforms, picked from the base image's index: linux/amd64, linux/arm64, or both
-    /// separated by a comma. With two, `push` pushes TAG-amd64 and TAG-arm64, and TAG for the
-    /// first, each a single-platform image as Lambda requires.
+    /// separated by a comma. With two, `push` and `build` give TAG-amd64 and TAG-arm64, and TAG
+    /// for the first, each a single-platform image as Lambda requires. `invoke` defaults to this
+    /// machine's platform.
     #[arg(long, default_value = "linux/amd64", value_delimiter = ',', num_args = 1..)]
     pub platform: Vec<String>,
 

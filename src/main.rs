@@ -158,10 +158,24 @@ fn prune_cache(max_size: u64) -> Result<()> {
         bail!("no cache folder: neither XDG_CACHE_HOME nor HOME is set");
     };
     let report = cache.prune(max_size)?;
-    print_result(&format!(
-        "removed {} layers ({} bytes); the cache holds {} bytes",
+    let mut line = format!(
+        "removed {} layer(s) ({} bytes); the layer cache holds {} bytes",
         report.removed_blobs, report.removed_bytes, report.kept_bytes
-    ))
+    );
+    if max_size == 0 {
+        // Emptying the cache also drops installed dependencies and base image manifests.
+        if let Some(root) = lambda_image::cache::cache_root() {
+            for folder in ["node-modules", "bases"] {
+                let path = root.join(folder);
+                if path.exists() {
+                    std::fs::remove_dir_all(&path)
+                        .with_context(|| format!("removing {}", path.display()))?;
+                    line.push_str(&format!("; removed {}", path.display()));
+                }
+            }
+        }
+    }
+    print_result(&line)
 }
 
 /// One platform's image and the tags it goes under.
@@ -315,6 +329,16 @@ async fn push(
     }
     result?;
 
+    for build in &builds {
+        for tag in &build.tags {
+            let name = if builds.len() == 1 {
+                image.to_string()
+            } else {
+                target.with_tag(tag).to_string()
+            };
+            print_result(&format!("{name}@{}", build.built.image.manifest_digest))?;
+        }
+    }
     if options.index {
         let images: Vec<_> = builds
             .iter()
@@ -326,16 +350,6 @@ async fn push(
             .put_manifest(&reference, &index.bytes, &index.media_type)
             .await?;
         print_result(&format!("{reference}@{}", index.digest))?;
-    }
-    for build in &builds {
-        for tag in &build.tags {
-            let name = if builds.len() == 1 {
-                image.to_string()
-            } else {
-                target.with_tag(tag).to_string()
-            };
-            print_result(&format!("{name}@{}", build.built.image.manifest_digest))?;
-        }
     }
     Ok(())
 }
