@@ -199,6 +199,11 @@ fn validate_registry(registry: &str) -> Result<(), &'static str> {
             return Err("the registry port is not a number from 0 to 65535");
         }
     }
+    if let Some((_, after)) = registry.split_once(']') {
+        if !after.is_empty() && !after.starts_with(':') {
+            return Err("only `:port` may follow an IPv6 address in brackets");
+        }
+    }
     if registry.starts_with('[') {
         return host
             .parse::<std::net::Ipv6Addr>()
@@ -348,6 +353,7 @@ mod tests {
             "localhost:5000/app name",
             "localhost:5000/app--",
             "[::1/app",
+            "[::1]x/app",
         ] {
             assert!(value.parse::<Reference>().is_err(), "{value} parsed");
         }
