@@ -125,14 +125,16 @@ def write_results(results):
 def main(argv=None):
     args = parse_arguments(argv)
     started = datetime.datetime.now(datetime.timezone.utc)
-    extra_arguments = lambda_image_extra_arguments(args.binary)
+    workspace = Workspace(args.work_dir)
+    # A private copy, so that a `cargo build` elsewhere during the run cannot change what is measured.
+    binary = workspace.copy_binary(args.binary)
+    extra_arguments = lambda_image_extra_arguments(binary)
     # Read before the measurements, because other work may commit while they run. bench/run
     # builds the binary just before it starts this script.
-    lambda_image = environment.lambda_image(args.binary, extra_arguments)
-    workspace = Workspace(args.work_dir)
+    lambda_image = environment.lambda_image(args.binary, binary, extra_arguments)
     workspace.prepare(args.apps)
 
-    tools = [LambdaImage(args.binary, extra_arguments), Pipeline(), Buildah(), UmociSkopeo()]
+    tools = [LambdaImage(binary, extra_arguments), Pipeline(), Buildah(), UmociSkopeo()]
     recorder = Recorder()
     statistics_by_app = {}
 

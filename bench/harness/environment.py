@@ -50,15 +50,16 @@ def head_commit():
     return command_output(["git", "rev-parse", "--short", "HEAD"], cwd=REPOSITORY_ROOT)
 
 
-def lambda_image(binary, extra_arguments):
-    """Return the measured binary's version and the commit of the tree it was built from."""
+def lambda_image(built_binary, binary, extra_arguments):
+    """Return the version and sha256 of BINARY, a copy of BUILT_BINARY, and the commit it was built from."""
     dirty = command_output(["git", "status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock"],
                            cwd=REPOSITORY_ROOT)
     return {
-        "binary": binary,
+        "binary": built_binary,
+        "sha256": command_output(["sha256sum", binary]).split()[0],
         "version": command_output([binary, "--version"]),
         "commit": head_commit(),
-        # Paths under src/ and the Cargo files that differ from the commit when the binary was measured.
+        # Paths under src/ and the Cargo files that differed from the commit when the benchmark started.
         "uncommitted_changes": [line for line in dirty.splitlines() if line.strip()],
         "extra_arguments": list(extra_arguments),
     }
@@ -93,7 +94,8 @@ def describe(results):
         f"Machine: {machine_info['nproc']} CPUs ({machine_info['cpu_model']}), "
         f"{machine_info['memory_bytes'] / 2**30:.1f} GiB of memory, Linux {machine_info['kernel']}.",
         "",
-        f"lambda-image: {binary['version']}, built from commit {binary['commit']} {tree}.",
+        f"lambda-image: {binary['version']} (sha256 {binary['sha256'][:12]}), built from commit "
+        f"{binary['commit']} {tree}.",
         "",
         f"Peers: {tools['buildah']}; {tools['umoci']}; {tools['skopeo']}; {tools['pigz']}; "
         f"{tools['docker-registry']}.",

@@ -67,7 +67,7 @@ class Scenario:
         self.seconds += elapsed
         self.cpu_seconds += cpu_seconds
         self.peak_rss_kb = max(self.peak_rss_kb, rss_kb)
-        self.steps.append({"argv": list(argv), "seconds": round(elapsed, 4), "cpu_seconds": cpu_seconds,
+        self.steps.append({"argv": list(argv), "seconds": round(elapsed, 4), "cpu_seconds": round(cpu_seconds, 2),
                            "peak_rss_kb": rss_kb})
         return output
 

@@ -111,8 +111,9 @@ def load_note(samples):
     if not loads:
         return None
     return (f"1-minute load average just before each measurement: median {statistics.median(loads):.2f}, "
-            f"range {min(loads):.2f} to {max(loads):.2f}. Above about 1 on this 2-CPU machine, other "
-            "processes were competing for the CPUs, and wall-clock times are longer than on an idle machine.")
+            f"range {min(loads):.2f} to {max(loads):.2f}. It counts the benchmark's own commands of the "
+            "minute before too, which keep up to 2 threads busy (more in buildah), so it is a rough sign of "
+            "other work competing for the CPUs, not a measure of it.")
 
 
 def failure_lines(failures):

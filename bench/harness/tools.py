@@ -8,6 +8,7 @@ the timed region, that the registry now serves that manifest.
 
 import os
 import re
+import shlex
 import tempfile
 import urllib.request
 
@@ -118,7 +119,7 @@ class Pipeline:
     scenarios = ("pack",)
 
     def run_group(self, context, run_number, record):
-        command = f"set -o pipefail; tar -cf - -C '{context.app_dir}' . | pigz -p2 -6 | sha256sum"
+        command = f"set -o pipefail; tar -cf - -C {shlex.quote(context.app_dir)} . | pigz -p2 -6 | sha256sum"
         record("pack", lambda: self.pack(command))
 
     @staticmethod
@@ -224,6 +225,7 @@ def lambda_image_extra_arguments(binary):
     node_modules folder that the benchmark installed, so every tool packs the same files.
     """
     help_text = run_untimed([binary, "push", "--help"])
-    if re.search(r"--node-modules\b", help_text) and re.search(r"\blocal\b", help_text):
+    option = re.search(r"--node-modules\b.*?(?=\n\s*-)", help_text, re.DOTALL)
+    if option and re.search(r"\blocal\b", option.group(0)):
         return ["--node-modules", "local"]
     return []

@@ -37,6 +37,13 @@ class Workspace:
         self.base_layout = os.path.join(root, "base-layout")
         self.scratch_dir = os.path.join(root, "scratch")
 
+    def copy_binary(self, binary):
+        """Copy BINARY into the work folder and return the copy's path."""
+        copy = os.path.join(self.root, "bin", os.path.basename(binary))
+        os.makedirs(os.path.dirname(copy), exist_ok=True)
+        shutil.copy2(binary, copy)
+        return copy
+
     def app_dir(self, name):
         return os.path.join(self.apps_dir, name)
 
