@@ -21,7 +21,7 @@ use crate::progress::{Event, Progress};
 use crate::registry::RegistryClient;
 use crate::secrets::{find_secrets, secrets_error};
 
-/// What to build.
+/// The inputs of a build.
 #[derive(Debug, Clone)]
 pub struct BuildRequest {
     pub app_dir: PathBuf,
@@ -35,7 +35,7 @@ pub struct BuildRequest {
     pub epoch: Option<i64>,
     /// Whether to reuse and store layers and installed dependencies in the user's cache folder.
     pub use_cache: bool,
-    /// Where the dependency layer's `node_modules` comes from.
+    /// The source of the dependency layer's `node_modules`.
     pub node_modules: NodeModulesMode,
     /// Paths, relative to the app directory, that the secret guard lets through.
     pub allow_secrets: Vec<String>,

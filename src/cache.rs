@@ -53,7 +53,7 @@ struct IndexEntry {
     entry_count: usize,
 }
 
-/// What `prune` removed.
+/// The result of `prune`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PruneReport {
     pub removed_blobs: usize,
@@ -72,7 +72,7 @@ impl LayerCache {
         Ok(LayerCache { root })
     }
 
-    /// The cache in the user's cache folder, or `None` when there is no usable one.
+    /// Opens the cache in the user's cache folder; `None` when there is no usable one.
     pub fn in_user_cache() -> Option<LayerCache> {
         let root = cache_root()?.join("layers");
         match LayerCache::open(root) {
@@ -84,7 +84,8 @@ impl LayerCache {
         }
     }
 
-    /// The folder for layers being written; on the cache's file system, so storing is a rename.
+    /// Returns the folder for layers being written, on the cache's file system so that storing
+    /// one is a rename.
     pub fn scratch_dir(&self) -> PathBuf {
         self.root.join("tmp")
     }

@@ -43,7 +43,7 @@ pub enum Command {
     Push {
         /// The app directory: the folder that holds package.json.
         dir: PathBuf,
-        /// Where to push: host[:port]/repository[:tag].
+        /// The image reference to push to: host[:port]/repository[:tag].
         image: String,
         #[command(flatten)]
         options: ImageOptions,
@@ -66,7 +66,7 @@ pub enum Command {
     /// Check an image (a registry reference, oci:PATH[:TAG], a layout folder) or an app folder
     /// against what Lambda accepts; prints one line per finding and exits 1 on any error.
     Check {
-        /// What to check: REF, oci:PATH[:TAG], a folder holding an OCI image layout, or an app folder.
+        /// The target: REF, oci:PATH[:TAG], a folder with an OCI image layout, or an app folder.
         target: String,
         /// Fail unless the image's architecture is this one: amd64 or arm64.
         #[arg(long, value_name = "ARCH")]
@@ -99,7 +99,7 @@ pub enum Command {
     },
 }
 
-/// What `lambda-image cache` does.
+/// The subcommands of `lambda-image cache`.
 #[derive(Debug, Subcommand)]
 pub enum CacheCommand {
     /// Remove the least recently used layers until the layer cache holds at most MAX_SIZE; with

@@ -14,7 +14,7 @@ use crate::handler::TaskFiles;
 /// The folder under the app directory that goes into the dependency layer.
 pub const NODE_MODULES: &str = "node_modules";
 
-/// What an entry of the app directory is.
+/// The kind of an entry of the app directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
     Directory,
@@ -42,7 +42,7 @@ pub struct FileEntry {
 }
 
 impl FileEntry {
-    /// The entry's location on disk.
+    /// Returns the entry's location on disk.
     pub fn source(&self) -> PathBuf {
         self.root.join(&self.path)
     }
@@ -143,12 +143,12 @@ impl FileList {
         }
     }
 
-    /// Each entry with its change stamp.
+    /// Returns each entry with its change stamp.
     pub fn stamped(&self) -> impl Iterator<Item = (&FileEntry, &ChangeStamp)> {
         self.entries.iter().zip(&self.stamps)
     }
 
-    /// The canonical path of the app directory.
+    /// Returns the canonical path of the app directory.
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -49,7 +49,7 @@ struct Pool {
     jobs: Option<mpsc::SyncSender<(u64, Vec<u8>)>>,
     results: mpsc::Receiver<(u64, io::Result<Vec<u8>>)>,
     workers: Vec<thread::JoinHandle<()>>,
-    /// Most blocks in flight at once, which bounds memory to about that many blocks.
+    /// The maximum number of blocks in flight, which bounds memory to about that many blocks.
     capacity: u64,
 }
 

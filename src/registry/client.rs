@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::header::{
     HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE,
 };
-use reqwest::{RequestBuilder, Response, StatusCode};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use tracing::{debug, warn};
 use url::Url;
 
@@ -125,7 +125,8 @@ impl RegistryClient {
         })
     }
 
-    /// The HTTP client for `registry`: certificate checks stay on unless `--insecure` names it.
+    /// Returns the HTTP client for `registry`, whose certificate checks stay on unless
+    /// `--insecure` names it.
     fn http(&self, registry: &str) -> &reqwest::Client {
         if self.insecure_registries.iter().any(|name| name == registry) {
             &self.insecure_http
@@ -161,7 +162,7 @@ impl RegistryClient {
         self.docker_config.credentials(registry).cloned()
     }
 
-    /// The `/v2/<repository>` URL of `reference`'s repository.
+    /// Returns the `/v2/<repository>` URL of `reference`'s repository.
     pub fn repository_url(&self, reference: &Reference) -> String {
         let scheme = if reference.is_loopback() {
             "http"
@@ -175,13 +176,28 @@ impl RegistryClient {
         )
     }
 
-    /// Asks for the digest of the manifest or index that `reference` names, without its body;
-    /// `None` when the registry does not say (the header is optional in the spec).
+    /// Asks for the digest of the manifest or index that `reference` names, without its body.
+    /// Returns `None` when the registry sends no `Docker-Content-Digest`, which the spec allows.
     pub async fn head_manifest(
         &self,
         reference: &Reference,
     ) -> Result<Option<Digest>, RegistryError> {
         let operation = format!("check manifest {reference}");
+        let response = self
+            .request_manifest(reference, Method::HEAD, &operation)
+            .await?;
+        Ok(header_string(response.headers(), "docker-content-digest")
+            .and_then(|value| value.parse().ok()))
+    }
+
+    /// Sends a manifest request that accepts every manifest and index media type, and checks
+    /// for 200.
+    async fn request_manifest(
+        &self,
+        reference: &Reference,
+        method: Method,
+        operation: &str,
+    ) -> Result<Response, RegistryError> {
         let url = format!(
             "{}/manifests/{}",
             self.repository_url(reference),
@@ -191,23 +207,15 @@ impl RegistryClient {
             .send(
                 reference,
                 &[scope(reference, Access::Pull)],
-                &operation,
+                operation,
                 || {
                     self.http(reference.registry())
-                        .head(&url)
+                        .request(method.clone(), &url)
                         .header(ACCEPT, MANIFEST_ACCEPT)
                 },
             )
             .await?;
-        let response = expect_status(
-            response,
-            &[StatusCode::OK],
-            reference.registry(),
-            &operation,
-        )
-        .await?;
-        Ok(header_string(response.headers(), "docker-content-digest")
-            .and_then(|value| value.parse().ok()))
+        expect_status(response, &[StatusCode::OK], reference.registry(), operation).await
     }
 
     /// Fetches the manifest or index that `reference` names, verifying a digest reference.
@@ -215,31 +223,10 @@ impl RegistryClient {
         &self,
         reference: &Reference,
     ) -> Result<FetchedManifest, RegistryError> {
-        let operation = format!("pull manifest {}", reference);
-        let url = format!(
-            "{}/manifests/{}",
-            self.repository_url(reference),
-            reference.manifest_reference()
-        );
+        let operation = format!("pull manifest {reference}");
         let response = self
-            .send(
-                reference,
-                &[scope(reference, Access::Pull)],
-                &operation,
-                || {
-                    self.http(reference.registry())
-                        .get(&url)
-                        .header(ACCEPT, MANIFEST_ACCEPT)
-                },
-            )
+            .request_manifest(reference, Method::GET, &operation)
             .await?;
-        let response = expect_status(
-            response,
-            &[StatusCode::OK],
-            reference.registry(),
-            &operation,
-        )
-        .await?;
         let header_type =
             header_string(response.headers(), CONTENT_TYPE.as_str()).map(str::to_string);
         let bytes = read_limited(
@@ -354,7 +341,7 @@ impl RegistryClient {
             Ok(response) => response,
             // Without access to the source, an ordinary upload still works.
             Err(error) if matches!(error.status, Some(401 | 403)) => {
-                debug!(%digest, "mount refused; uploading instead");
+                debug!(%digest, "mount rejected; uploading instead");
                 return Ok(false);
             }
             Err(error) => return Err(error),
@@ -392,7 +379,7 @@ impl RegistryClient {
                     .header(CONTENT_LENGTH, 0)
             })
             .await?;
-        // The spec says 202; ECR has been seen to answer 201.
+        // The spec requires 202, but ECR has been seen to return 201.
         let response = expect_status(
             response,
             &[StatusCode::ACCEPTED, StatusCode::CREATED],
@@ -486,7 +473,7 @@ impl RegistryClient {
         Ok(digest)
     }
 
-    /// Sends a request, answering one authentication challenge if the registry sends one.
+    /// Sends a request and meets one authentication challenge if the registry sends one.
     /// `scopes` are the token scopes the request needs, such as `repository:app:pull,push`.
     async fn send(
         &self,
@@ -553,7 +540,7 @@ impl RegistryClient {
     }
 
     /// Sends the request that `make` builds, retrying transport failures, 429 and 5xx
-    /// answers with exponential backoff and jitter, and honouring `Retry-After`.
+    /// responses with exponential backoff and jitter, and honouring `Retry-After`.
     async fn execute(
         &self,
         make: &impl Fn() -> RequestBuilder,
@@ -681,7 +668,7 @@ impl RegistryClient {
     }
 }
 
-/// The token scope for `access` to `reference`'s repository.
+/// Returns the token scope for `access` to `reference`'s repository.
 fn scope(reference: &Reference, access: Access) -> String {
     format!(
         "repository:{}:{}",

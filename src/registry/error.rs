@@ -1,4 +1,4 @@
-//! Registry errors: what was asked of which registry, what it answered, and what to do.
+//! Registry errors: the request, the registry, its response, and what to do next.
 
 use std::fmt;
 
@@ -15,7 +15,7 @@ pub struct ErrorCode {
 pub struct RegistryError {
     /// The registry host and port.
     pub registry: String,
-    /// What was being done, such as `push blob sha256:… to my-app`.
+    /// The operation that failed, such as `push blob sha256:… to my-app`.
     pub operation: String,
     /// The HTTP status, absent when no response arrived.
     pub status: Option<u16>,
@@ -23,7 +23,7 @@ pub struct RegistryError {
     pub codes: Vec<ErrorCode>,
     /// The transport or protocol failure, when there is no usable error code.
     pub detail: Option<String>,
-    /// Whether no answer arrived (refused, reset, timed out), as opposed to an answer this
+    /// Whether no response arrived (refused, reset, timed out), as opposed to a response this
     /// client rejected.
     pub transport: bool,
 }
@@ -40,7 +40,7 @@ impl RegistryError {
         }
     }
 
-    /// Records a failure to get any answer: worth retrying, and worth checking the network.
+    /// Records a failure to get any response, which is worth retrying and points at the network.
     pub fn with_transport_error(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
         self.transport = true;
