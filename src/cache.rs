@@ -117,8 +117,15 @@ impl LayerCache {
     /// Moves a freshly written layer into the cache under `key` and returns it at its new path.
     pub fn store(&self, key: &Digest, blob: LayerBlob) -> Result<LayerBlob> {
         let path = self.blob_path(&blob.digest);
-        fs::rename(&blob.path, &path)
-            .map_err(|e| Error::io("store the layer in the cache at", &path, e))?;
+        match fs::rename(&blob.path, &path) {
+            Ok(()) => {}
+            // Two runs that write the same layer use the same scratch name (its digest), so the
+            // first to store it moves the other's file too. Its blob is then already in place.
+            Err(error)
+                if error.kind() == std::io::ErrorKind::NotFound
+                    && fs::metadata(&path).is_ok_and(|metadata| metadata.len() == blob.size) => {}
+            Err(error) => return Err(Error::io("store the layer in the cache at", &path, error)),
+        }
         let blob = LayerBlob { path, ..blob };
         self.write_index(key, &blob)?;
         Ok(blob)
@@ -400,5 +407,34 @@ mod tests {
         assert_eq!(report.removed_blobs, 1);
         assert_eq!(report.removed_bytes, 1000);
         assert!(cache.lookup(&key).is_none());
+    }
+
+    #[test]
+    fn store_after_another_run_moved_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache::open(dir.path().join("cache")).unwrap();
+        let bytes = [7u8; 1000];
+        let digest = Digest::of(&bytes);
+        let scratch = cache.scratch_dir().join(digest.hex());
+        let blob = LayerBlob {
+            digest: digest.clone(),
+            diff_id: Digest::of(b"tar"),
+            size: 1000,
+            uncompressed_size: 3,
+            entry_count: 1,
+            path: scratch.clone(),
+        };
+        fs::write(&scratch, bytes).unwrap();
+        cache
+            .store(&Digest::of(b"first run"), blob.clone())
+            .unwrap();
+
+        // The second run's file went into the cache with the first run's rename.
+        let key = Digest::of(b"second run");
+        let stored = cache.store(&key, blob.clone()).unwrap();
+        assert_eq!(cache.lookup(&key).unwrap(), stored);
+
+        let truncated = LayerBlob { size: 999, ..blob };
+        assert!(cache.store(&key, truncated).is_err());
     }
 }

@@ -493,6 +493,51 @@ fn manifest_put_reset_is_retried() {
     assert!(puts[1].succeeded(), "{}", fixture.proxy.log());
 }
 
+/// A registry that reports a blob as present when it is not, as docker-registry does for a moment
+/// while another push rewrites the blob's link: the registry then rejects the manifest with
+/// MANIFEST_BLOB_UNKNOWN, and the push must check its blobs again, upload the missing one and
+/// send the manifest once more.
+#[test]
+fn manifest_naming_a_vanished_blob_is_sent_again() {
+    let fixture = Fixture::start();
+    let layers = fixture.built_layers();
+    let (app_layer, _) = layers.last().expect("the image has an app layer");
+    let blob_path = format!("/v2/{APP_REPOSITORY}/blobs/{app_layer}");
+    fixture
+        .proxy
+        .add_rule(Rule::new("HEAD", &blob_path, Fault::status(200)));
+    let manifest_path = format!("/v2/{APP_REPOSITORY}/manifests/{APP_TAG}");
+
+    let run = fixture.push(&[]);
+
+    fixture.assert_pushed(&run);
+    let log = fixture.proxy.log();
+    let puts = fixture.proxy.requests_matching("PUT", &manifest_path);
+    assert_eq!(
+        puts.len(),
+        2,
+        "one rejected manifest and one accepted:\n{log}"
+    );
+    assert_eq!(puts[0].status, Some(400), "{log}");
+    assert!(puts[1].succeeded(), "{log}");
+    let uploads: Vec<_> = fixture
+        .proxy
+        .requests_matching("PUT", &format!("/v2/{APP_REPOSITORY}/blobs/uploads/*"))
+        .into_iter()
+        .filter(|request| upload_digest(request) == app_layer.strip_prefix("sha256:"))
+        .collect();
+    assert_eq!(
+        uploads.len(),
+        1,
+        "the app layer is uploaded after the rejection:\n{log}"
+    );
+    assert!(
+        run.stderr().contains("MANIFEST_BLOB_UNKNOWN"),
+        "the retry is logged:\n{}",
+        run.stderr()
+    );
+}
+
 // --- Error statuses ------------------------------------------------------------------------------
 
 /// A kind of request that a push sends, and the pattern of its target in repository REPOSITORY

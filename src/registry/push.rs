@@ -21,6 +21,10 @@ const PARALLEL_UPLOADS: usize = 4;
 /// How many times a blob upload (POST and PUT) is started before its failure is final.
 const BLOB_ATTEMPTS: u32 = 3;
 
+/// How many times a manifest the registry rejects for a missing blob is sent, each after
+/// checking its blobs again.
+const MANIFEST_ATTEMPTS: u32 = 3;
+
 /// A blob to make present in the target repository.
 #[derive(Clone)]
 enum Blob {
@@ -54,19 +58,44 @@ pub async fn push_image(
     blobs.sort_by(|a, b| a.0.cmp(&b.0));
     blobs.dedup_by(|a, b| a.0 == b.0);
 
-    stream::iter(blobs)
-        .map(|(digest, size, blob)| {
-            let client = client.clone();
-            let base = base.clone();
-            async move { push_blob(&client, target, &digest, size, blob, &base, progress).await }
-        })
-        .buffer_unordered(PARALLEL_UPLOADS)
-        .try_collect::<Vec<()>>()
-        .await?;
+    let mut attempt = 1;
+    let digest = loop {
+        stream::iter(blobs.clone())
+            .map(|(digest, size, blob)| {
+                let client = client.clone();
+                let base = base.clone();
+                async move {
+                    push_blob(&client, target, &digest, size, blob, &base, progress).await
+                }
+            })
+            .buffer_unordered(PARALLEL_UPLOADS)
+            .try_collect::<Vec<()>>()
+            .await?;
 
-    let digest = client
-        .put_manifest(target, &image.manifest_bytes, &image.manifest_media_type())
-        .await?;
+        match client
+            .put_manifest(target, &image.manifest_bytes, &image.manifest_media_type())
+            .await
+        {
+            Ok(digest) => break digest,
+            // Every blob was present a moment ago, yet the registry could not find one.
+            // docker-registry 2.8 (Debian's package) rewrites a blob link in place when another
+            // push commits or mounts the same blob, and a manifest checked meanwhile reads an
+            // empty link; newer releases write a temporary file and rename it. Checking the
+            // blobs again (pushing any that is really gone) and resending the manifest cures it.
+            Err(error)
+                if error.has_code("MANIFEST_BLOB_UNKNOWN") && attempt < MANIFEST_ATTEMPTS =>
+            {
+                warn!(
+                    attempt,
+                    "{error}; checking the blobs and sending the manifest again"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt)))
+                    .await;
+                attempt += 1;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    };
     progress.report(Event::ManifestPushed {
         reference: &target.to_string(),
         digest: &digest,
