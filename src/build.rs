@@ -1,6 +1,7 @@
 //! The build: app directory to layers, base image to config and manifest.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tracing::{debug, info, warn};
 
@@ -39,6 +40,9 @@ pub struct BuildRequest {
     pub node_modules: NodeModulesMode,
     /// Paths, relative to the app directory, that the secret guard lets through.
     pub allow_secrets: Vec<String>,
+    /// The base image for `platform`, already loaded by a caller that copies its layers while
+    /// the app is built; `None` loads it.
+    pub loaded_base: Option<BaseImage>,
 }
 
 impl BuildRequest {
@@ -56,6 +60,7 @@ impl BuildRequest {
             use_cache: true,
             node_modules: NodeModulesMode::Install,
             allow_secrets: Vec::new(),
+            loaded_base: None,
         }
     }
 }
@@ -83,9 +88,14 @@ pub async fn build(
 
     let ignore = DockerIgnore::load(&app_dir)?;
     let scan_dir = app_dir.clone();
-    let files = tokio::task::spawn_blocking(move || FileList::scan(&scan_dir, &ignore))
-        .await
-        .expect("the scan task does not panic")?;
+    // An install puts the dependencies in a folder of its own, so the app's node_modules is
+    // never packed and need not be read.
+    let local_dependencies = request.node_modules == NodeModulesMode::Local;
+    let files = tokio::task::spawn_blocking(move || {
+        FileList::scan_with(&scan_dir, &ignore, local_dependencies)
+    })
+    .await
+    .expect("the scan task does not panic")?;
     progress.report(Event::Scanned {
         entries: files.entries().len(),
     });
@@ -108,27 +118,19 @@ pub async fn build(
         }
         None => default_base(&package)?,
     };
-    let base = BaseImage::load(base_location, &request.platform, client).await?;
+    let base = match &request.loaded_base {
+        Some(base) => base.clone(),
+        None => BaseImage::load(base_location, &request.platform, client).await?,
+    };
 
-    let dependencies = prepare_dependencies(request, &package, &base).await?;
+    let files = Arc::new(files);
+    let mut dependencies = prepare_dependencies(request, &package, &base, &files).await?;
     if let Some(dependencies) = &dependencies {
         report_dependencies(&dependencies.summary, progress);
     }
-    // An installed tree lives outside the app folder; `COPY --from=builder` in a Dockerfile does
-    // not apply .dockerignore to it either.
-    let installed_files = match &dependencies {
-        Some(dependencies) if dependencies.summary.source != DependencySource::Local => {
-            let root = dependencies.root.clone();
-            let scanned =
-                tokio::task::spawn_blocking(move || FileList::scan(&root, &DockerIgnore::empty()))
-                    .await
-                    .expect("the scan task does not panic")?;
-            Some(scanned)
-        }
-        _ => None,
-    };
-    let local_dependencies =
-        matches!(&dependencies, Some(d) if d.summary.source == DependencySource::Local);
+    // An installed tree lives outside the app folder, and its files were scanned without
+    // .dockerignore, as `COPY --from=builder` in a Dockerfile copies them.
+    let installed_files = dependencies.as_mut().and_then(|d| d.files.take());
 
     let options = LayerOptions {
         mtime: epoch,
@@ -265,6 +267,7 @@ async fn prepare_dependencies(
     request: &BuildRequest,
     package: &serde_json::Value,
     base: &BaseImage,
+    files: &Arc<FileList>,
 ) -> Result<Option<Dependencies>> {
     let node_major = match &base.location {
         BaseLocation::Registry(reference) => reference.tag().and_then(major_from_tag),
@@ -279,6 +282,7 @@ async fn prepare_dependencies(
     } else {
         None
     };
+    let files = Arc::clone(files);
     let prepared = tokio::task::spawn_blocking(move || {
         prepare(&DependencyRequest {
             app_dir: &app_dir,
@@ -286,6 +290,7 @@ async fn prepare_dependencies(
             target_arch: &architecture,
             node_major,
             cache_dir,
+            app_files: Some(&files),
         })
     })
     .await

@@ -229,7 +229,7 @@ fn stamp_key_at<'a>(
     let racy_after = now - RACY_WINDOW;
     let racy_after_ns = racy_after
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128);
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
 
     let mut hasher = key_hasher("stamps", options);
     for (entry, stamp) in entries {
@@ -246,9 +246,12 @@ fn stamp_key_at<'a>(
             device,
             mode,
         } = stamp;
-        hasher.update(
-            format!("{size}\0{mtime_ns}\0{ctime_ns}\0{inode}\0{device}\0{mode}\n").as_bytes(),
-        );
+        hasher.update(&size.to_le_bytes());
+        hasher.update(&mtime_ns.to_le_bytes());
+        hasher.update(&ctime_ns.to_le_bytes());
+        hasher.update(&inode.to_le_bytes());
+        hasher.update(&device.to_le_bytes());
+        hasher.update(&mode.to_le_bytes());
     }
     Some(hasher.finish())
 }
@@ -284,13 +287,24 @@ fn key_hasher(kind: &str, options: &LayerOptions) -> Hasher {
     hasher
 }
 
+/// Adds an entry's path, kind and mode bit to a key. Paths and link targets contain no NUL
+/// byte, so the NUL after each keeps two entries from hashing alike.
 fn hash_entry(hasher: &mut Hasher, entry: &FileEntry) {
-    let kind = match &entry.kind {
-        EntryKind::Directory => "d".to_string(),
-        EntryKind::File { size } => format!("f{size}"),
-        EntryKind::Symlink { target } => format!("l{target}"),
-    };
-    hasher.update(format!("{}\0{kind}\0{}\0", entry.path, entry.executable).as_bytes());
+    hasher.update(entry.path.as_bytes());
+    hasher.update(b"\0");
+    match &entry.kind {
+        EntryKind::Directory => hasher.update(b"d"),
+        EntryKind::File { size } => {
+            hasher.update(b"f");
+            hasher.update(&size.to_le_bytes());
+        }
+        EntryKind::Symlink { target } => {
+            hasher.update(b"l");
+            hasher.update(target.as_bytes());
+            hasher.update(b"\0");
+        }
+    }
+    hasher.update(&[u8::from(entry.executable)]);
 }
 
 fn content_digest(path: &Path) -> Result<Digest> {

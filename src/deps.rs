@@ -24,6 +24,9 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use tracing::{debug, info, warn};
 
+use crate::dockerignore::DockerIgnore;
+use crate::files::{EntryKind, FileList};
+
 const NODE_MODULES: &str = "node_modules";
 const PACKAGE_JSON: &str = "package.json";
 
@@ -76,6 +79,9 @@ pub struct DependencyRequest<'a> {
     /// The folder for cached installs, such as `$XDG_CACHE_HOME/lambda-image/node-modules`;
     /// `None` installs into a temporary folder every time.
     pub cache_dir: Option<PathBuf>,
+    /// The app's files as the build scanned them. Local mode reads the tree from them rather
+    /// than walking it again; `None` scans the app directory.
+    pub app_files: Option<&'a FileList>,
 }
 
 /// A `node_modules` tree ready to pack, and a summary of its contents.
@@ -85,6 +91,9 @@ pub struct Dependencies {
     /// temporary folder, or in Local mode the app directory.
     pub root: PathBuf,
     pub summary: DependencySummary,
+    /// The files of an installed tree, under `root`, scanned once for both the checks and the
+    /// layer. `None` in Local mode, where the app's own files include the tree.
+    pub files: Option<FileList>,
     /// The temporary folder of an install without a cache, deleted when this value is dropped.
     _staging: Option<tempfile::TempDir>,
 }
@@ -282,6 +291,10 @@ pub enum DepsError {
     )]
     MissingNodeModules { app_dir: PathBuf },
 
+    /// A failed scan of the tree's files.
+    #[error(transparent)]
+    Files(Box<crate::error::Error>),
+
     #[error("cannot {action} `{}`: {source}", path.display())]
     Io {
         action: &'static str,
@@ -316,7 +329,7 @@ pub fn prepare(request: &DependencyRequest) -> Result<Option<Dependencies>, Deps
     let dependencies = production_dependencies(&package, &package_path)?;
 
     match request.mode {
-        NodeModulesMode::Local => prepare_local(request.app_dir, &package, &dependencies, target),
+        NodeModulesMode::Local => prepare_local(request, &package, &dependencies, target),
         NodeModulesMode::Install if dependencies.is_empty() => {
             info!(app_dir = %request.app_dir.display(), "package.json lists no production dependencies; the image gets no dependency layer");
             Ok(None)
@@ -756,7 +769,7 @@ fn install_cached(plan: &InstallPlan, cache_dir: &Path) -> Result<Dependencies, 
         .map_err(|e| DepsError::io("create a staging folder in", cache_dir, e))?;
     install_into(plan, staging.path())?;
     // Checked before the rename, so a tree that cannot load on the target is never cached.
-    let tree = inspect_installed(plan, staging.path())?;
+    let (tree, _) = inspect_installed(plan, staging.path())?;
 
     match fs::rename(staging.path(), &entry) {
         Ok(()) => {
@@ -767,9 +780,12 @@ fn install_cached(plan: &InstallPlan, cache_dir: &Path) -> Result<Dependencies, 
         }
         Err(e) => return Err(DepsError::io("move the installed tree to", &entry, e)),
     }
+    // The files are scanned again at their new place, which every entry's path refers to.
+    let files = scan_files(&entry, &DockerIgnore::empty(), true)?;
     Ok(Dependencies {
         root: entry,
         summary: summarize(&tree, DependencySource::Installed, Some(plan.manager)),
+        files: Some(files),
         _staging: None,
     })
 }
@@ -791,20 +807,22 @@ fn finish_install(
     source: DependencySource,
     staging: Option<tempfile::TempDir>,
 ) -> Result<Dependencies, DepsError> {
-    let tree = inspect_installed(plan, &root)?;
+    let (tree, files) = inspect_installed(plan, &root)?;
     Ok(Dependencies {
         summary: summarize(&tree, source, Some(plan.manager)),
         root,
+        files: Some(files),
         _staging: staging,
     })
 }
 
-/// Scans an installed tree and rejects it when a package will not load on the target.
-fn inspect_installed(plan: &InstallPlan, root: &Path) -> Result<Tree, DepsError> {
-    let tree = scan_tree(&root.join(NODE_MODULES))?;
+/// Scans an installed tree in `root` and rejects it when a package will not load on the target.
+fn inspect_installed(plan: &InstallPlan, root: &Path) -> Result<(Tree, FileList), DepsError> {
+    let files = scan_files(root, &DockerIgnore::empty(), true)?;
+    let tree = tree_of(&files)?;
     let problems = find_incompatibilities(&tree, plan.target);
     if problems.is_empty() {
-        Ok(tree)
+        Ok((tree, files))
     } else {
         Err(DepsError::Incompatible {
             target: plan.target.to_string(),
@@ -970,11 +988,12 @@ fn canonical_json(value: &Value) -> String {
 // --- Local mode --------------------------------------------------------------------------------
 
 fn prepare_local(
-    app_dir: &Path,
+    request: &DependencyRequest,
     package: &Value,
     dependencies: &BTreeMap<String, String>,
     target: Target,
 ) -> Result<Option<Dependencies>, DepsError> {
+    let app_dir = request.app_dir;
     let node_modules = app_dir.join(NODE_MODULES);
     if !node_modules.is_dir() {
         if dependencies.is_empty() {
@@ -985,7 +1004,14 @@ fn prepare_local(
         });
     }
 
-    let tree = scan_tree(&node_modules)?;
+    let tree = match request.app_files {
+        Some(files) => tree_of(files)?,
+        None => {
+            let ignore =
+                DockerIgnore::load(app_dir).map_err(|e| DepsError::Files(Box::new(e.into())))?;
+            tree_of(&scan_files(app_dir, &ignore, true)?)?
+        }
+    };
     // The user chose this tree, so problems are reported without stopping the build.
     for problem in find_incompatibilities(&tree, target) {
         warn!(target = %target, "node_modules may not load in the image: {problem}");
@@ -994,6 +1020,7 @@ fn prepare_local(
     Ok(Some(Dependencies {
         root: app_dir.to_path_buf(),
         summary: summarize(&tree, DependencySource::Local, None),
+        files: None,
         _staging: None,
     }))
 }
@@ -1116,110 +1143,106 @@ impl BinaryFormat {
     }
 }
 
-/// Walks `node_modules` without following symlinks, so that pnpm's links to its virtual store
-/// count once, where the real folders are.
-fn scan_tree(node_modules: &Path) -> Result<Tree, DepsError> {
+fn scan_files(
+    root: &Path,
+    ignore: &DockerIgnore,
+    dependencies: bool,
+) -> Result<FileList, DepsError> {
+    FileList::scan_with(root, ignore, dependencies).map_err(|e| DepsError::Files(Box::new(e)))
+}
+
+/// Reads the packages of the `node_modules` tree among `files`. Symlinks are not followed, so
+/// pnpm's links to its virtual store count once, where the real folders are.
+fn tree_of(files: &FileList) -> Result<Tree, DepsError> {
+    let node_modules = files.root().join(NODE_MODULES);
+    let entries = || {
+        files.entries().iter().filter_map(|entry| {
+            let relative = entry.path.strip_prefix("node_modules/")?;
+            Some((relative, &entry.kind))
+        })
+    };
+    // The folders that contain a package.json. The list puts a folder before its contents, so
+    // they are found first.
+    let manifest_folders: HashSet<&str> = entries()
+        .filter(|(_, kind)| matches!(kind, EntryKind::File { .. }))
+        .filter_map(|(path, _)| match path.rsplit_once('/') {
+            Some((folder, PACKAGE_JSON)) => Some(folder),
+            _ => None,
+        })
+        .collect();
+
     let mut tree = Tree::default();
-    // The packages that enclose the current entry, innermost last, with their walk depths.
+    // The packages that enclose the current entry, innermost last, with their depths.
     let mut enclosing: Vec<(usize, usize)> = Vec::new();
-    for item in walkdir::WalkDir::new(node_modules)
-        .min_depth(1)
-        .follow_links(false)
-        .sort_by_file_name()
-    {
-        let item = item.map_err(|e| {
-            let path = e.path().unwrap_or(node_modules).to_path_buf();
-            DepsError::io(
-                "read",
-                path,
-                e.into_io_error()
-                    .unwrap_or_else(|| io::Error::other("file system loop")),
-            )
-        })?;
-        while enclosing
-            .last()
-            .is_some_and(|(depth, _)| *depth >= item.depth())
-        {
+    for (relative, kind) in entries() {
+        let parts: Vec<&str> = relative.split('/').collect();
+        let depth = parts.len();
+        while enclosing.last().is_some_and(|(outer, _)| *outer >= depth) {
             enclosing.pop();
         }
-        let relative = relative_text(node_modules, item.path());
-        let file_type = item.file_type();
 
-        if file_type.is_dir() && is_package_folder(item.path()) {
-            tree.packages.push(read_package(item.path(), relative)?);
-            enclosing.push((item.depth(), tree.packages.len() - 1));
+        if matches!(kind, EntryKind::Directory)
+            && is_package_folder(&parts)
+            && manifest_folders.contains(relative)
+        {
+            let package = read_package(&node_modules.join(relative), relative.to_string())?;
+            tree.packages.push(package);
+            enclosing.push((depth, tree.packages.len() - 1));
             continue;
         }
-        let Some(&(depth, index)) = enclosing.last() else {
-            if file_type.is_file() {
-                tree.total_bytes += file_size(&item)?;
+        let Some(&(package_depth, index)) = enclosing.last() else {
+            if let EntryKind::File { size } = kind {
+                tree.total_bytes += size;
             }
             continue;
         };
         let package = &mut tree.packages[index];
-        let inside: Vec<&OsStr> = item
-            .path()
-            .iter()
-            .skip(node_modules.iter().count() + depth)
-            .collect();
-        if file_type.is_dir() && inside.len() == 2 && inside[0] == "prebuilds" {
-            package
-                .prebuild_platforms
-                .push(inside[1].to_string_lossy().into_owned());
-        } else if file_type.is_file() {
-            let size = file_size(&item)?;
-            tree.total_bytes += size;
-            package.bytes += size;
-            note_package_file(package, &inside, item.path());
+        let inside = &parts[package_depth..];
+        match kind {
+            EntryKind::Directory if inside.len() == 2 && inside[0] == "prebuilds" => {
+                package.prebuild_platforms.push(inside[1].to_string());
+            }
+            EntryKind::File { size } => {
+                tree.total_bytes += size;
+                package.bytes += size;
+                note_package_file(package, inside, &node_modules.join(relative));
+            }
+            _ => {}
         }
     }
     Ok(tree)
 }
 
 /// Records a package's file that the platform checks need: binding.gyp and native addons.
-fn note_package_file(package: &mut InstalledPackage, inside: &[&OsStr], path: &Path) {
-    if inside == [OsStr::new("binding.gyp")] {
+fn note_package_file(package: &mut InstalledPackage, inside: &[&str], path: &Path) {
+    if inside == ["binding.gyp"] {
         package.has_binding_gyp = true;
-    } else if path.extension() == Some(OsStr::new("node"))
-        && inside.first() != Some(&OsStr::new("prebuilds"))
-    {
+    } else if path.extension() == Some(OsStr::new("node")) && inside.first() != Some(&"prebuilds") {
         package.addons.push(Addon {
-            path: inside
-                .iter()
-                .map(|part| part.to_string_lossy())
-                .collect::<Vec<_>>()
-                .join("/"),
+            path: inside.join("/"),
             format: BinaryFormat::read(path),
         });
     }
 }
 
-fn file_size(item: &walkdir::DirEntry) -> Result<u64, DepsError> {
-    item.metadata().map(|metadata| metadata.len()).map_err(|e| {
-        DepsError::io(
-            "read",
-            item.path(),
-            e.into_io_error()
-                .unwrap_or_else(|| io::Error::other("metadata")),
-        )
-    })
-}
-
-/// Reports whether `dir` is a package: a folder with a package.json directly inside a
-/// `node_modules` folder, or inside an `@scope` folder in one.
-fn is_package_folder(dir: &Path) -> bool {
-    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+/// Reports whether the folder at `parts` (its path below the top `node_modules`) may be a
+/// package: directly inside a `node_modules` folder, or inside an `@scope` folder in one. It
+/// is one when it also contains a package.json.
+fn is_package_folder(parts: &[&str]) -> bool {
+    let Some((name, parents)) = parts.split_last() else {
+        return false;
+    };
     if name.starts_with('.') || name.starts_with('@') {
         return false;
     }
-    let Some(parent) = dir.parent() else {
-        return false;
+    // The top `node_modules` is above every part.
+    let ancestor = |up: usize| match parents.len().checked_sub(up) {
+        Some(index) => parents[index],
+        None if parents.len() + 1 == up => NODE_MODULES,
+        None => "",
     };
-    let parent_name = parent.file_name().unwrap_or_default().to_string_lossy();
-    let in_node_modules = parent_name == NODE_MODULES
-        || (parent_name.starts_with('@')
-            && parent.parent().and_then(Path::file_name) == Some(OsStr::new(NODE_MODULES)));
-    in_node_modules && dir.join(PACKAGE_JSON).is_file()
+    let parent = ancestor(1);
+    parent == NODE_MODULES || (parent.starts_with('@') && ancestor(2) == NODE_MODULES)
 }
 
 fn read_package(dir: &Path, path: String) -> Result<InstalledPackage, DepsError> {
@@ -1264,15 +1287,6 @@ fn string_list(value: &Value, field: &str) -> Vec<String> {
             .collect(),
         _ => Vec::new(),
     }
-}
-
-fn relative_text(root: &Path, path: &Path) -> String {
-    let relative = path.strip_prefix(root).unwrap_or(path);
-    relative
-        .iter()
-        .map(|part| part.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 fn summarize(
@@ -1422,6 +1436,12 @@ mod tests {
         arch: Arch::Arm64,
         cross: true,
     };
+
+    /// Reads the tree at `node_modules` as a build does: from the scan of its parent folder.
+    fn scan_tree(node_modules: &Path) -> Result<Tree, DepsError> {
+        let root = node_modules.parent().unwrap();
+        tree_of(&scan_files(root, &DockerIgnore::empty(), true)?)
+    }
 
     fn write(path: &Path, bytes: impl AsRef<[u8]>) {
         fs::create_dir_all(path.parent().unwrap()).unwrap();

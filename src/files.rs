@@ -1,8 +1,10 @@
 //! The app directory's file list: what `COPY . .` would copy, in a fixed order.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tracing::warn;
@@ -58,8 +60,8 @@ impl FileEntry {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct ChangeStamp {
     pub size: u64,
-    pub mtime_ns: i128,
-    pub ctime_ns: i128,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
     pub inode: u64,
     pub device: u64,
     pub mode: u32,
@@ -67,8 +69,11 @@ pub struct ChangeStamp {
 
 impl ChangeStamp {
     fn of(metadata: &fs::Metadata) -> ChangeStamp {
+        // Nanoseconds since 1970 fit an i64 until the year 2262; later times saturate.
         let nanos = |seconds: i64, nanoseconds: i64| {
-            i128::from(seconds) * 1_000_000_000 + i128::from(nanoseconds)
+            seconds
+                .saturating_mul(1_000_000_000)
+                .saturating_add(nanoseconds)
         };
         ChangeStamp {
             size: metadata.size(),
@@ -96,36 +101,78 @@ impl FileList {
     /// Names are sorted byte-wise within each directory, so the order is the same on every
     /// machine and file system.
     pub fn scan(app_dir: &Path, ignore: &DockerIgnore) -> Result<FileList> {
+        FileList::scan_with(app_dir, ignore, true)
+    }
+
+    /// Walks `app_dir` as `scan` does, but leaves out its `node_modules` folder unless
+    /// `include_dependencies` is set: a build that installs the dependencies elsewhere never
+    /// reads the app's own.
+    pub fn scan_with(
+        app_dir: &Path,
+        ignore: &DockerIgnore,
+        include_dependencies: bool,
+    ) -> Result<FileList> {
         let root = check_app_directory(app_dir)?;
         let shared_root: Arc<Path> = Arc::from(root.as_path());
-        let mut entries = Vec::new();
-        let mut stamps = Vec::new();
-        let mut walk = walkdir::WalkDir::new(&root)
-            .min_depth(1)
-            .follow_links(false)
-            .sort_by_file_name()
-            .into_iter();
+        let mut walk = Walk::new(&shared_root, ignore, include_dependencies, true);
+        walk.directory(&root, "")?;
 
-        while let Some(item) = walk.next() {
-            let item = item.map_err(|e| walk_error(&root, e))?;
-            let path = relative_path(&root, item.path())?;
-            let file_type = item.file_type();
-
-            if file_type.is_dir() && item.file_name() == ".git" {
-                walk.skip_current_dir();
-                continue;
+        // The walk above left the packages' folders to these threads, which take them in order.
+        // This thread puts each result in the place the walk kept for it as soon as the
+        // results before it are in, so that few walked folders wait in memory at once.
+        let deferred = std::mem::take(&mut walk.deferred);
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let threads = crate::layer::default_threads().clamp(1, MAX_SCAN_THREADS);
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let (entries, stamps) = std::thread::scope(|scope| {
+            for _ in 0..threads {
+                let sender = sender.clone();
+                let (deferred, next, stop, root) = (&deferred, &next, &stop, &shared_root);
+                scope.spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let index = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(folder) = deferred.get(index) else {
+                            return;
+                        };
+                        let mut part = Walk::new(root, ignore, true, false);
+                        let result = part.directory(&folder.source, &folder.path);
+                        if sender.send((index, result.map(|()| part))).is_err() {
+                            return;
+                        }
+                    }
+                });
             }
-            if ignore.is_excluded(&path) {
-                if file_type.is_dir() && !ignore.may_include_below(&path) {
-                    walk.skip_current_dir();
+            drop(sender);
+
+            let mut entries = Vec::new();
+            let mut stamps = Vec::new();
+            let mut waiting = BTreeMap::new();
+            let mut merged = 0;
+            let mut moved = 0;
+            for (index, result) in receiver {
+                waiting.insert(index, result);
+                while let Some(result) = waiting.remove(&merged) {
+                    let part: Walk = match result {
+                        Ok(part) => part,
+                        Err(error) => {
+                            stop.store(true, Ordering::Relaxed);
+                            return Err(error);
+                        }
+                    };
+                    let position = deferred[merged].position;
+                    entries.extend(walk.entries.drain(..position - moved));
+                    stamps.extend(walk.stamps.drain(..position - moved));
+                    moved = position;
+                    entries.extend(part.entries);
+                    stamps.extend(part.stamps);
+                    merged += 1;
                 }
-                continue;
             }
-            if let Some((entry, stamp)) = scan_entry(&shared_root, item.path(), path, file_type)? {
-                entries.push(entry);
-                stamps.push(stamp);
-            }
-        }
+            entries.append(&mut walk.entries);
+            stamps.append(&mut walk.stamps);
+            Ok((entries, stamps))
+        })?;
         Ok(FileList {
             root,
             entries,
@@ -181,6 +228,145 @@ impl TaskFiles for FileList {
     }
 }
 
+/// A walk of an app directory in progress.
+///
+/// It reads each directory with `std::fs::read_dir` and takes each entry's metadata from
+/// `DirEntry::metadata`, which on Linux stats the name relative to the open directory. The
+/// `walkdir` crate stats the full path instead, and resolving every component of it again made
+/// up most of a warm build's time on a 6,600-file app.
+struct Walk<'a> {
+    root: Arc<Path>,
+    ignore: &'a DockerIgnore,
+    include_dependencies: bool,
+    entries: Vec<FileEntry>,
+    stamps: Vec<ChangeStamp>,
+    /// Whether package folders are left for other threads, in `deferred`.
+    defer: bool,
+    deferred: Vec<DeferredFolder>,
+}
+
+/// A folder whose contents another thread walks.
+struct DeferredFolder {
+    source: PathBuf,
+    path: String,
+    /// The position of its contents: the number of entries before them in the parent walk.
+    position: usize,
+}
+
+/// The maximum number of threads that scan an app directory. Stat calls on cached metadata
+/// gain little beyond one thread a core.
+const MAX_SCAN_THREADS: usize = 8;
+
+/// Reports whether the folder at `path` is a unit of work for the scan threads: a folder
+/// two levels down (a package in `node_modules`, say), or three when the middle one is an
+/// npm scope (`node_modules/@aws-sdk/client-s3`).
+fn is_deferred_folder(path: &str) -> bool {
+    let mut parts = path.split('/');
+    let (Some(_), Some(second)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    match (parts.next(), parts.next()) {
+        (None, _) => !second.starts_with('@'),
+        (Some(_), None) => second.starts_with('@'),
+        _ => false,
+    }
+}
+
+impl<'a> Walk<'a> {
+    fn new(
+        root: &Arc<Path>,
+        ignore: &'a DockerIgnore,
+        include_dependencies: bool,
+        defer: bool,
+    ) -> Walk<'a> {
+        Walk {
+            root: Arc::clone(root),
+            ignore,
+            include_dependencies,
+            entries: Vec::new(),
+            stamps: Vec::new(),
+            defer,
+            deferred: Vec::new(),
+        }
+    }
+
+    /// Adds the contents of `dir`, whose path relative to the root is `prefix` (empty for the
+    /// root itself), each directory before its own contents.
+    fn directory(&mut self, dir: &Path, prefix: &str) -> Result<()> {
+        let read_error = |e| Error::io("read", dir, e);
+        let mut children = Vec::new();
+        for child in fs::read_dir(dir).map_err(read_error)? {
+            let child = child.map_err(read_error)?;
+            children.push((child.file_name(), child));
+        }
+        children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+
+        for (name, child) in children {
+            let source = child.path();
+            let Some(name) = name.to_str() else {
+                return Err(Error::AppFile {
+                    path: source,
+                    reason: "the name is not valid UTF-8; rename the file or exclude it in \
+                             .dockerignore"
+                        .to_string(),
+                });
+            };
+            // Built at its exact length, as `format!` would leave spare capacity in each of
+            // several hundred thousand paths.
+            let mut path = String::with_capacity(prefix.len() + 1 + name.len());
+            if !prefix.is_empty() {
+                path.push_str(prefix);
+                path.push('/');
+            }
+            path.push_str(name);
+            let file_type = child
+                .file_type()
+                .map_err(|e| Error::io("read", &source, e))?;
+            let is_dir = file_type.is_dir();
+
+            if is_dir && name == ".git" {
+                continue;
+            }
+            if is_dir && prefix.is_empty() && name == NODE_MODULES && !self.include_dependencies {
+                continue;
+            }
+            if self.ignore.is_excluded(&path) {
+                if is_dir && self.ignore.may_include_below(&path) {
+                    self.descend(source, path)?;
+                }
+                continue;
+            }
+            let metadata = child
+                .metadata()
+                .map_err(|e| Error::io("read", &source, e))?;
+            if let Some((entry, stamp)) =
+                scan_entry(&self.root, &source, path, file_type, &metadata)?
+            {
+                let path = is_dir.then(|| entry.path.clone());
+                self.entries.push(entry);
+                self.stamps.push(stamp);
+                if let Some(path) = path {
+                    self.descend(source, path)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Walks the folder `source` at `path` now, or leaves it for a scan thread.
+    fn descend(&mut self, source: PathBuf, path: String) -> Result<()> {
+        if self.defer && is_deferred_folder(&path) {
+            self.deferred.push(DeferredFolder {
+                source,
+                path,
+                position: self.entries.len(),
+            });
+            return Ok(());
+        }
+        self.directory(&source, &path)
+    }
+}
+
 fn check_app_directory(app_dir: &Path) -> Result<PathBuf> {
     let metadata = fs::metadata(app_dir).map_err(|e| Error::AppDirectory {
         path: app_dir.to_path_buf(),
@@ -201,36 +387,13 @@ fn check_app_directory(app_dir: &Path) -> Result<PathBuf> {
     fs::canonicalize(app_dir).map_err(|e| Error::io("resolve", app_dir, e))
 }
 
-fn walk_error(root: &Path, error: walkdir::Error) -> Error {
-    let path = error.path().unwrap_or(root).to_path_buf();
-    match error.into_io_error() {
-        Some(source) => Error::io("read", path, source),
-        None => Error::AppFile {
-            path,
-            reason: "cannot be read".to_string(),
-        },
-    }
-}
-
-fn relative_path(root: &Path, path: &Path) -> Result<String> {
-    let relative = path.strip_prefix(root).unwrap_or(path);
-    match relative.to_str() {
-        Some(text) => Ok(text.to_string()),
-        None => Err(Error::AppFile {
-            path: path.to_path_buf(),
-            reason: "the name is not valid UTF-8; rename the file or exclude it in .dockerignore"
-                .to_string(),
-        }),
-    }
-}
-
 fn scan_entry(
     root: &Arc<Path>,
     source: &Path,
     path: String,
     file_type: fs::FileType,
+    metadata: &fs::Metadata,
 ) -> Result<Option<(FileEntry, ChangeStamp)>> {
-    let metadata = fs::symlink_metadata(source).map_err(|e| Error::io("read", source, e))?;
     let executable = metadata.permissions().mode() & 0o100 != 0;
     let kind = if file_type.is_dir() {
         EntryKind::Directory
@@ -259,7 +422,7 @@ fn scan_entry(
         kind,
         executable,
     };
-    Ok(Some((entry, ChangeStamp::of(&metadata))))
+    Ok(Some((entry, ChangeStamp::of(metadata))))
 }
 
 /// Returns the link's target as a path relative to the link, after checking that it resolves
@@ -374,6 +537,61 @@ mod tests {
             scan(dir.path()),
             ["a", "a/b", "a/b/c.js", "a-z.js", "package.json"]
         );
+    }
+
+    #[test]
+    fn scan_threads_keep_walk_order() {
+        let dir = tempfile::tempdir().unwrap();
+        for path in [
+            "node_modules/@scope/b/index.js",
+            "node_modules/@scope/a/lib/x.js",
+            "node_modules/@scope/a/lib/deep/y.js",
+            "node_modules/a/package.json",
+            "node_modules/a/node_modules/c/i.js",
+            "node_modules/z/z.js",
+            "src/lib/one.js",
+            "src/two.js",
+            "app.js",
+        ] {
+            let path = dir.path().join(path);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, "").unwrap();
+        }
+        let root = fs::canonicalize(dir.path()).unwrap();
+        let expected: Vec<String> = walkdir::WalkDir::new(&root)
+            .min_depth(1)
+            .sort_by_file_name()
+            .into_iter()
+            .map(|item| {
+                let item = item.unwrap();
+                let relative = item.path().strip_prefix(&root).unwrap();
+                relative.to_str().unwrap().to_string()
+            })
+            .collect();
+
+        let list = FileList::scan(dir.path(), &DockerIgnore::empty()).unwrap();
+
+        let paths: Vec<&str> = list.entries().iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, expected);
+        assert_eq!(list.stamped().count(), expected.len());
+        for (entry, stamp) in list.stamped() {
+            let metadata = fs::symlink_metadata(entry.source()).unwrap();
+            assert_eq!(stamp.inode, metadata.ino(), "{}", entry.path);
+        }
+    }
+
+    #[test]
+    fn scan_without_dependencies_skips_node_modules() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("node_modules/a")).unwrap();
+        fs::create_dir_all(dir.path().join("src/node_modules")).unwrap();
+        fs::write(dir.path().join("node_modules/a/i.js"), "").unwrap();
+        fs::write(dir.path().join("app.js"), "").unwrap();
+
+        let list = FileList::scan_with(dir.path(), &DockerIgnore::empty(), false).unwrap();
+
+        let paths: Vec<&str> = list.entries().iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["app.js", "src", "src/node_modules"]);
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod cli;
 mod invoke_command;
 mod report;
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -189,13 +190,15 @@ async fn build_all(
     dir: &Path,
     tag: &str,
     options: &ImageOptions,
+    bases: &[BaseImage],
     client: &RegistryClient,
     progress: &report::StderrProgress,
 ) -> Result<Vec<PlatformBuild>> {
     let platforms = parse_platforms(&options.platform, options.index)?;
     let mut builds = Vec::new();
     for (position, platform) in platforms.iter().enumerate() {
-        let built = build_image(dir, options, platform.clone(), client, progress).await?;
+        let base = bases.get(position).cloned();
+        let built = build_on(dir, options, platform.clone(), base, client, progress).await?;
         built.image.check_limits()?;
         check_command::check_before_publishing(&built, client).await?;
         let tags = if platforms.len() == 1 {
@@ -283,7 +286,8 @@ async fn push(
         }
         result => result?,
     };
-    let builds = match build_all(dir, &tag, options, &client, progress).await {
+    let bases = &base_transfers.bases;
+    let builds = match build_all(dir, &tag, options, bases, &client, progress).await {
         Err(error) if session.is_some() && error.downcast_ref().is_some_and(is_auth_rejection) => {
             // The base may live in the same ECR registry, read with a cached token that has
             // since been revoked.
@@ -293,7 +297,7 @@ async fn push(
                 .expect("checked above")
                 .refresh_login(&client)
                 .await?;
-            build_all(dir, &tag, options, &client, progress).await?
+            build_all(dir, &tag, options, bases, &client, progress).await?
         }
         result => result?,
     };
@@ -311,20 +315,24 @@ async fn push(
         }
     }
 
-    for transfer in base_transfers {
-        // A failed early transfer is not final: push_pending checks every blob again.
-        if let Ok(Err(error)) = transfer.await {
-            tracing::debug!(%error, "early base layer transfer failed");
+    // The blobs that the early transfers found or put in the target need no second check.
+    let mut present = HashSet::new();
+    for transfer in base_transfers.tasks {
+        match transfer.await {
+            Ok(Ok(digests)) => present.extend(digests),
+            // A failed early transfer is not final: push_pending checks its blobs again.
+            Ok(Err(error)) => tracing::debug!(%error, "early base layer transfer failed"),
+            Err(error) => tracing::debug!(%error, "early base layer transfer stopped"),
         }
     }
-    let mut result = push_pending(&client, &target, &pending, progress).await;
+    let mut result = push_pending(&client, &target, &pending, &present, progress).await;
     if let (Err(error), Some(session)) = (&result, &session) {
         if is_auth_rejection(error) {
             // An ECR token can expire or be revoked mid-push; one fresh login and a rerun,
             // which skips the blobs already uploaded, finishes the job.
             tracing::warn!("the registry rejected the ECR token; logging in again");
             session.refresh_login(&client).await?;
-            result = push_pending(&client, &target, &pending, progress).await;
+            result = push_pending(&client, &target, &pending, &HashSet::new(), progress).await;
         }
     }
     result?;
@@ -354,32 +362,49 @@ async fn push(
     Ok(())
 }
 
+/// The base images of a push, one for each platform in order, and the tasks that copy their
+/// layers to the target.
+struct BaseTransfers {
+    bases: Vec<BaseImage>,
+    tasks: Vec<AbortOnDrop>,
+}
+
 /// Starts copying each platform's base layers to the target while the app is being built.
-/// A base that cannot be loaded fails the push here, once, rather than again in the build.
+/// A base that cannot be loaded fails the push here, once, and the builds reuse the loaded
+/// bases rather than asking the registry again.
 async fn start_base_transfers(
     dir: &Path,
     options: &ImageOptions,
     target: &Reference,
     client: &Arc<RegistryClient>,
     progress: &report::StderrProgress,
-) -> Result<Vec<AbortOnDrop>> {
-    let mut transfers = Vec::new();
+) -> Result<BaseTransfers> {
+    let mut transfers = BaseTransfers {
+        bases: Vec::new(),
+        tasks: Vec::new(),
+    };
     for platform in parse_platforms(&options.platform, options.index)? {
         let request = build_request(dir, options, platform.clone())?;
         let location = lambda_image::build::base_location(&request)?;
         let base = BaseImage::load(location, &platform, client).await?;
         let progress: Arc<dyn Progress> = Arc::new(progress.clone());
-        let task = push_base_layers(client.clone(), target.clone(), Arc::new(base), progress);
-        transfers.push(AbortOnDrop(tokio::spawn(task)));
+        let task = push_base_layers(
+            client.clone(),
+            target.clone(),
+            Arc::new(base.clone()),
+            progress,
+        );
+        transfers.tasks.push(AbortOnDrop(tokio::spawn(task)));
+        transfers.bases.push(base);
     }
     Ok(transfers)
 }
 
 /// A background task that stops when its handle is dropped, as when the build fails first.
-struct AbortOnDrop(tokio::task::JoinHandle<lambda_image::error::Result<()>>);
+struct AbortOnDrop(tokio::task::JoinHandle<lambda_image::error::Result<Vec<Digest>>>);
 
 impl std::future::Future for AbortOnDrop {
-    type Output = Result<lambda_image::error::Result<()>, tokio::task::JoinError>;
+    type Output = Result<lambda_image::error::Result<Vec<Digest>>, tokio::task::JoinError>;
 
     fn poll(
         mut self: std::pin::Pin<&mut Self>,
@@ -401,6 +426,7 @@ async fn push_pending(
     client: &Arc<RegistryClient>,
     target: &Reference,
     pending: &[(&PlatformBuild, String)],
+    present: &HashSet<Digest>,
     progress: &report::StderrProgress,
 ) -> lambda_image::error::Result<()> {
     let mut pushed: Vec<&Digest> = Vec::new();
@@ -418,7 +444,7 @@ async fn push_pending(
             continue;
         }
         let base = Arc::new(build.built.base.clone());
-        push_image(client.clone(), &reference, image, base, progress).await?;
+        push_image(client.clone(), &reference, image, base, present, progress).await?;
         pushed.push(&image.manifest_digest);
     }
     Ok(())
@@ -432,7 +458,7 @@ async fn build_layout(
     client: &RegistryClient,
     progress: &report::StderrProgress,
 ) -> Result<()> {
-    let builds = build_all(dir, tag, options, client, progress).await?;
+    let builds = build_all(dir, tag, options, &[], client, progress).await?;
     let entries: Vec<LayoutEntry> = builds
         .iter()
         .flat_map(|build| {
@@ -484,7 +510,20 @@ pub(crate) async fn build_image(
     client: &RegistryClient,
     progress: &report::StderrProgress,
 ) -> Result<Built> {
-    let request = build_request(dir, options, platform)?;
+    build_on(dir, options, platform, None, client, progress).await
+}
+
+/// Builds the image for `platform`, on `base` when the caller loaded it already.
+async fn build_on(
+    dir: &Path,
+    options: &ImageOptions,
+    platform: Platform,
+    base: Option<BaseImage>,
+    client: &RegistryClient,
+    progress: &report::StderrProgress,
+) -> Result<Built> {
+    let mut request = build_request(dir, options, platform)?;
+    request.loaded_base = base;
     Ok(build(&request, client, progress).await?)
 }
 
@@ -507,6 +546,7 @@ fn build_request(dir: &Path, options: &ImageOptions, platform: Platform) -> Resu
             NodeModules::Install => NodeModulesMode::Install,
             NodeModules::Local => NodeModulesMode::Local,
         },
+        loaded_base: None,
     })
 }
 

@@ -52,6 +52,7 @@ impl Workspace {
             target_arch,
             node_major: 24,
             cache_dir: Some(self.cache.clone()),
+            app_files: None,
         }
     }
 

@@ -494,11 +494,11 @@ fn manifest_put_reset_is_retried() {
 }
 
 /// A registry that reports a blob as present when it is not, as docker-registry does for a moment
-/// while another push rewrites the blob's link: the registry then rejects the manifest with
-/// MANIFEST_BLOB_UNKNOWN, and the push must check its blobs again, upload the missing one and
-/// send the manifest once more.
+/// while another push rewrites the blob's link. The registry then rejects the manifest with
+/// MANIFEST_BLOB_UNKNOWN. The push must check its blobs again, upload the missing one and send
+/// the manifest once more.
 #[test]
-fn manifest_naming_a_vanished_blob_is_sent_again() {
+fn vanished_blob_manifest_is_resent() {
     let fixture = Fixture::start();
     let layers = fixture.built_layers();
     let (app_layer, _) = layers.last().expect("the image has an app layer");
@@ -535,6 +535,49 @@ fn manifest_naming_a_vanished_blob_is_sent_again() {
         run.stderr().contains("MANIFEST_BLOB_UNKNOWN"),
         "the retry is logged:\n{}",
         run.stderr()
+    );
+}
+
+/// A push of an unchanged app sends HEAD requests and the manifest PUT, and checks each blob
+/// once, even the base layers that the early transfer already found.
+#[test]
+fn warm_push_checks_each_blob_once() {
+    let fixture = Fixture::start();
+    let first = fixture.push(&[]);
+    fixture.assert_pushed(&first);
+    fixture.proxy.clear_requests();
+
+    let second = fixture.push(&[]);
+
+    fixture.assert_pushed(&second);
+    let log = fixture.proxy.log();
+    let requests = fixture.proxy.requests();
+    let manifest_path = format!("/v2/{APP_REPOSITORY}/manifests/{APP_TAG}");
+    for request in &requests {
+        let allowed = request.method == "HEAD"
+            || (request.method == "PUT" && request.target == manifest_path);
+        assert!(
+            allowed,
+            "{} {} in a warm push:\n{log}",
+            request.method, request.target
+        );
+    }
+    let blob_heads: Vec<&str> = requests
+        .iter()
+        .filter(|request| request.matches("HEAD", &format!("/v2/{APP_REPOSITORY}/blobs/*")))
+        .map(|request| request.target.as_str())
+        .collect();
+    let distinct: BTreeSet<&str> = blob_heads.iter().copied().collect();
+    assert_eq!(
+        blob_heads.len(),
+        distinct.len(),
+        "a blob checked twice:\n{log}"
+    );
+    let layers = fixture.built_layers();
+    assert_eq!(
+        distinct.len(),
+        layers.len() + 1,
+        "every layer and the config:\n{log}"
     );
 }
 

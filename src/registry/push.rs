@@ -1,6 +1,7 @@
 //! Pushing a built image: every blob checked and, if missing, mounted or uploaded, then the
 //! manifest last, so a registry never holds a manifest that names a missing blob.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures_util::{stream, StreamExt, TryStreamExt};
@@ -33,12 +34,14 @@ enum Blob {
     Base(crate::manifest::Descriptor),
 }
 
-/// Pushes `image` to `target` and returns the manifest digest.
+/// Pushes `image` to `target` and returns the manifest digest. The blobs in `present` were
+/// found or put in `target`'s repository earlier in this run, so they are not checked again.
 pub async fn push_image(
     client: Arc<RegistryClient>,
     target: &Reference,
     image: &Image,
     base: Arc<BaseImage>,
+    present: &HashSet<Digest>,
     progress: &dyn Progress,
 ) -> Result<Digest> {
     let config = image.config_descriptor();
@@ -60,7 +63,12 @@ pub async fn push_image(
 
     let mut attempt = 1;
     let digest = loop {
-        stream::iter(blobs.clone())
+        // After a rejected manifest, every blob is checked again.
+        let unchecked = blobs
+            .iter()
+            .filter(|(digest, _, _)| attempt > 1 || !present.contains(digest))
+            .cloned();
+        stream::iter(unchecked)
             .map(|(digest, size, blob)| {
                 let client = client.clone();
                 let base = base.clone();
@@ -79,9 +87,9 @@ pub async fn push_image(
             Ok(digest) => break digest,
             // Every blob was present a moment ago, yet the registry could not find one.
             // docker-registry 2.8 (Debian's package) rewrites a blob link in place when another
-            // push commits or mounts the same blob, and a manifest checked meanwhile reads an
-            // empty link; newer releases write a temporary file and rename it. Checking the
-            // blobs again (pushing any that is really gone) and resending the manifest cures it.
+            // push commits or mounts the same blob. A manifest checked meanwhile reads an empty
+            // link. (Newer releases write a temporary file and rename it.) Checking the blobs
+            // again, pushing any that is really gone, and resending the manifest cures it.
             Err(error)
                 if error.has_code("MANIFEST_BLOB_UNKNOWN") && attempt < MANIFEST_ATTEMPTS =>
             {
@@ -104,14 +112,14 @@ pub async fn push_image(
 }
 
 /// Makes the base image's layers present in `target`, mounting or streaming each that is
-/// missing. Run while the app's layers are still being built, it takes the base's transfer,
-/// often the largest, off the critical path; `push_image` then finds them present.
+/// missing, and returns their digests. Run while the app's layers are still being built, it
+/// takes the base's transfer, often the largest, off the critical path.
 pub async fn push_base_layers(
     client: Arc<RegistryClient>,
     target: Reference,
     base: Arc<BaseImage>,
     progress: Arc<dyn Progress>,
-) -> Result<()> {
+) -> Result<Vec<Digest>> {
     let layers = base.manifest.layers.clone();
     stream::iter(layers)
         .map(|descriptor| {
@@ -136,7 +144,12 @@ pub async fn push_base_layers(
         .buffer_unordered(PARALLEL_UPLOADS)
         .try_collect::<Vec<()>>()
         .await?;
-    Ok(())
+    Ok(base
+        .manifest
+        .layers
+        .iter()
+        .map(|layer| layer.digest.clone())
+        .collect())
 }
 
 async fn push_blob(
