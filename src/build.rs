@@ -47,7 +47,7 @@ pub struct BuildRequest {
 
 impl BuildRequest {
     /// A request with the defaults of the command line: the Lambda base for `engines.node`,
-    /// a detected handler, linux/amd64, level 6, `SOURCE_DATE_EPOCH`, the cache, and a clean
+    /// a detected handler, linux/amd64, level 4, `SOURCE_DATE_EPOCH`, the cache, and a clean
     /// dependency install.
     pub fn new(app_dir: impl Into<std::path::PathBuf>) -> BuildRequest {
         BuildRequest {
