@@ -31,6 +31,11 @@ pub enum Event<'a> {
         reference: &'a str,
         digest: &'a Digest,
     },
+    /// The tag already named the manifest, so nothing was sent.
+    ManifestPresent {
+        reference: &'a str,
+        digest: &'a Digest,
+    },
 }
 
 /// Receives progress events; implementations must not block for long.

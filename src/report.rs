@@ -82,6 +82,9 @@ impl Progress for StderrProgress {
             Event::ManifestPushed { reference, digest } => {
                 format!("pushed   {reference} {}", short(digest))
             }
+            Event::ManifestPresent { reference, digest } => {
+                format!("unchanged {reference} {}", short(digest))
+            }
         };
         eprintln!("{line}");
     }

@@ -79,8 +79,9 @@ pub struct FetchedManifest {
 /// A client for any number of registries, sharing connections and tokens.
 pub struct RegistryClient {
     http: reqwest::Client,
-    /// The client for registries named by `--insecure`, which skips certificate checks.
-    insecure_http: reqwest::Client,
+    /// The client for registries named by `--insecure`, which skips certificate checks. Only
+    /// built when `--insecure` names one: each client loads the system's CA certificates.
+    insecure_http: Option<reqwest::Client>,
     insecure_registries: Vec<String>,
     max_attempts: u32,
     docker_config: DockerConfig,
@@ -109,10 +110,15 @@ impl RegistryClient {
             RegistryError::new("-", "set up the HTTP client").with_transport_error(error_chain(&e))
         };
         let http = builder().build().map_err(build_error)?;
-        let insecure_http = builder()
-            .tls_danger_accept_invalid_certs(true)
-            .build()
-            .map_err(build_error)?;
+        let insecure_http = if options.insecure_registries.is_empty() {
+            None
+        } else {
+            let client = builder()
+                .tls_danger_accept_invalid_certs(true)
+                .build()
+                .map_err(build_error)?;
+            Some(client)
+        };
         Ok(RegistryClient {
             http,
             insecure_http,
@@ -128,10 +134,11 @@ impl RegistryClient {
     /// Returns the HTTP client for `registry`, whose certificate checks stay on unless
     /// `--insecure` names it.
     fn http(&self, registry: &str) -> &reqwest::Client {
-        if self.insecure_registries.iter().any(|name| name == registry) {
-            &self.insecure_http
-        } else {
-            &self.http
+        match &self.insecure_http {
+            Some(insecure) if self.insecure_registries.iter().any(|name| name == registry) => {
+                insecure
+            }
+            _ => &self.http,
         }
     }
 
@@ -188,6 +195,39 @@ impl RegistryClient {
             .await?;
         Ok(header_string(response.headers(), "docker-content-digest")
             .and_then(|value| value.parse().ok()))
+    }
+
+    /// Returns the digest of the manifest that `reference` names in a repository this run
+    /// pushes to, or `None` when there is none (or the registry sends no digest). The request
+    /// uses the push scope, so a token registry issues no second token for it.
+    pub async fn pushed_manifest_digest(
+        &self,
+        reference: &Reference,
+    ) -> Result<Option<Digest>, RegistryError> {
+        let operation = format!("check manifest {reference}");
+        let url = format!(
+            "{}/manifests/{}",
+            self.repository_url(reference),
+            reference.manifest_reference()
+        );
+        let response = self
+            .send(
+                reference,
+                &[scope(reference, Access::Push)],
+                &operation,
+                || {
+                    self.http(reference.registry())
+                        .head(&url)
+                        .header(ACCEPT, MANIFEST_ACCEPT)
+                },
+            )
+            .await?;
+        match response.status() {
+            StatusCode::OK => Ok(header_string(response.headers(), "docker-content-digest")
+                .and_then(|value| value.parse().ok())),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(status_error(response, reference.registry(), &operation).await),
+        }
     }
 
     /// Sends a manifest request that accepts every manifest and index media type, and checks

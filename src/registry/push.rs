@@ -44,6 +44,22 @@ pub async fn push_image(
     present: &HashSet<Digest>,
     progress: &dyn Progress,
 ) -> Result<Digest> {
+    // A registry accepts a manifest only when every blob it names is present, so a tag that
+    // names this very manifest already needs nothing more. The check only saves requests: when
+    // it fails, the push goes on and meets any real problem in its own requests.
+    match client.pushed_manifest_digest(target).await {
+        Ok(Some(digest)) if digest == image.manifest_digest => {
+            debug!(%target, "the tag already names this manifest");
+            progress.report(Event::ManifestPresent {
+                reference: &target.to_string(),
+                digest: &digest,
+            });
+            return Ok(digest);
+        }
+        Ok(_) => {}
+        Err(error) => debug!(%error, "cannot check the tag's manifest; pushing it"),
+    }
+
     let config = image.config_descriptor();
     let mut blobs = vec![(
         config.digest.clone(),
