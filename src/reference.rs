@@ -230,7 +230,9 @@ fn validate_repository(repository: &str) -> Result<(), &'static str> {
         return Err("the repository name is empty");
     }
     if repository.bytes().any(|b| b.is_ascii_uppercase()) {
-        return Err("repository names must be lowercase");
+        return Err(
+            "repository names must be lowercase; write the repository in lowercase letters",
+        );
     }
     for component in repository.split('/') {
         if !valid_path_component(component) {
