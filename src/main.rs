@@ -271,41 +271,25 @@ async fn push(
 
     // A missing or broken app folder fails here, before any byte goes to the registry.
     lambda_image::build::base_location(&build_request(dir, options, Platform::linux_amd64())?)?;
-    let base_transfers = match start_base_transfers(dir, options, &target, &client, progress).await
-    {
-        Err(error) if session.is_some() && error.downcast_ref().is_some_and(is_auth_rejection) => {
-            // The base may live in the same ECR registry, read with a cached token that has
-            // since been revoked.
-            tracing::warn!("the registry rejected the ECR token; logging in again");
-            session
-                .as_ref()
-                .expect("checked above")
-                .refresh_login(&client)
-                .await?;
-            start_base_transfers(dir, options, &target, &client, progress).await?
-        }
-        result => result?,
-    };
+    // The base may live in the same ECR registry, read with a cached token that has since been
+    // revoked, so each step that reads it gets one more try after a fresh login.
+    let session = session.as_ref();
+    let mut base_transfers = start_base_transfers(dir, options, &target, &client, progress).await;
+    if log_in_again_if(rejected_token(&base_transfers), session, &client).await? {
+        base_transfers = start_base_transfers(dir, options, &target, &client, progress).await;
+    }
+    let base_transfers = base_transfers?;
     let bases = &base_transfers.bases;
-    let builds = match build_all(dir, &tag, options, bases, &client, progress).await {
-        Err(error) if session.is_some() && error.downcast_ref().is_some_and(is_auth_rejection) => {
-            // The base may live in the same ECR registry, read with a cached token that has
-            // since been revoked.
-            tracing::warn!("the registry rejected the ECR token; logging in again");
-            session
-                .as_ref()
-                .expect("checked above")
-                .refresh_login(&client)
-                .await?;
-            build_all(dir, &tag, options, bases, &client, progress).await?
-        }
-        result => result?,
-    };
+    let mut builds = build_all(dir, &tag, options, bases, &client, progress).await;
+    if log_in_again_if(rejected_token(&builds), session, &client).await? {
+        builds = build_all(dir, &tag, options, bases, &client, progress).await;
+    }
+    let builds = builds?;
     let mut pending = Vec::new();
     for build in &builds {
         for tag in &build.tags {
             let digest = &build.built.image.manifest_digest;
-            if let Some(session) = &session {
+            if let Some(session) = session {
                 if session.check_tag(tag, digest).await? == TagState::SameImage {
                     eprintln!("immutable tag {tag} already names this image; nothing to push");
                     continue;
@@ -326,14 +310,11 @@ async fn push(
         }
     }
     let mut result = push_pending(&client, &target, &pending, &present, progress).await;
-    if let (Err(error), Some(session)) = (&result, &session) {
-        if is_auth_rejection(error) {
-            // An ECR token can expire or be revoked mid-push; one fresh login and a rerun,
-            // which skips the blobs already uploaded, finishes the job.
-            tracing::warn!("the registry rejected the ECR token; logging in again");
-            session.refresh_login(&client).await?;
-            result = push_pending(&client, &target, &pending, &HashSet::new(), progress).await;
-        }
+    // An ECR token can expire or be revoked mid-push. One fresh login and a rerun, which skips
+    // the blobs already uploaded, finishes the job.
+    let rejected = result.as_ref().is_err_and(is_auth_rejection);
+    if log_in_again_if(rejected, session, &client).await? {
+        result = push_pending(&client, &target, &pending, &HashSet::new(), progress).await;
     }
     result?;
 
@@ -360,6 +341,28 @@ async fn push(
         print_result(&format!("{reference}@{}", index.digest))?;
     }
     Ok(())
+}
+
+/// Reports whether `result` failed because a registry rejected the ECR token.
+fn rejected_token<T>(result: &Result<T>) -> bool {
+    result
+        .as_ref()
+        .is_err_and(|error| error.downcast_ref().is_some_and(is_auth_rejection))
+}
+
+/// Logs in to ECR again when `rejected` is set and the push goes to ECR. Returns whether it
+/// did, so that the caller tries the failed step once more.
+async fn log_in_again_if(
+    rejected: bool,
+    session: Option<&EcrSession>,
+    client: &RegistryClient,
+) -> Result<bool> {
+    let Some(session) = session.filter(|_| rejected) else {
+        return Ok(false);
+    };
+    tracing::warn!("the registry rejected the ECR token; logging in again");
+    session.refresh_login(client).await?;
+    Ok(true)
 }
 
 /// The base images of a push, one for each platform in order, and the tasks that copy their

@@ -79,8 +79,9 @@ pub struct FetchedManifest {
 /// A client for any number of registries, sharing connections and tokens.
 pub struct RegistryClient {
     http: reqwest::Client,
-    /// The client for registries named by `--insecure`, which skips certificate checks. Only
-    /// built when `--insecure` names one: each client loads the system's CA certificates.
+    /// The client for registries named by `--insecure`, which skips certificate checks. It is
+    /// built only when `--insecure` names one, because each client loads the system's CA
+    /// certificates.
     insecure_http: Option<reqwest::Client>,
     insecure_registries: Vec<String>,
     max_attempts: u32,
@@ -205,22 +206,8 @@ impl RegistryClient {
         reference: &Reference,
     ) -> Result<Option<Digest>, RegistryError> {
         let operation = format!("check manifest {reference}");
-        let url = format!(
-            "{}/manifests/{}",
-            self.repository_url(reference),
-            reference.manifest_reference()
-        );
         let response = self
-            .send(
-                reference,
-                &[scope(reference, Access::Push)],
-                &operation,
-                || {
-                    self.http(reference.registry())
-                        .head(&url)
-                        .header(ACCEPT, MANIFEST_ACCEPT)
-                },
-            )
+            .send_manifest_request(reference, Method::HEAD, Access::Push, &operation)
             .await?;
         match response.status() {
             StatusCode::OK => Ok(header_string(response.headers(), "docker-content-digest")
@@ -230,32 +217,45 @@ impl RegistryClient {
         }
     }
 
-    /// Sends a manifest request that accepts every manifest and index media type, and checks
-    /// for 200.
+    /// Sends a manifest request with pull access that accepts every manifest and index media
+    /// type, and checks for 200.
     async fn request_manifest(
         &self,
         reference: &Reference,
         method: Method,
         operation: &str,
     ) -> Result<Response, RegistryError> {
-        let url = format!(
+        let response = self
+            .send_manifest_request(reference, method, Access::Pull, operation)
+            .await?;
+        expect_status(response, &[StatusCode::OK], reference.registry(), operation).await
+    }
+
+    /// Sends a manifest request that accepts every manifest and index media type, whatever
+    /// status comes back.
+    async fn send_manifest_request(
+        &self,
+        reference: &Reference,
+        method: Method,
+        access: Access,
+        operation: &str,
+    ) -> Result<Response, RegistryError> {
+        let url = self.manifest_url(reference);
+        self.send(reference, &[scope(reference, access)], operation, || {
+            self.http(reference.registry())
+                .request(method.clone(), &url)
+                .header(ACCEPT, MANIFEST_ACCEPT)
+        })
+        .await
+    }
+
+    /// Returns the URL of the manifest that `reference` names by tag or digest.
+    fn manifest_url(&self, reference: &Reference) -> String {
+        format!(
             "{}/manifests/{}",
             self.repository_url(reference),
             reference.manifest_reference()
-        );
-        let response = self
-            .send(
-                reference,
-                &[scope(reference, Access::Pull)],
-                operation,
-                || {
-                    self.http(reference.registry())
-                        .request(method.clone(), &url)
-                        .header(ACCEPT, MANIFEST_ACCEPT)
-                },
-            )
-            .await?;
-        expect_status(response, &[StatusCode::OK], reference.registry(), operation).await
+        )
     }
 
     /// Fetches the manifest or index that `reference` names, verifying a digest reference.
@@ -476,11 +476,7 @@ impl RegistryClient {
     ) -> Result<Digest, RegistryError> {
         let operation = format!("push manifest {reference}");
         let digest = Digest::of(bytes);
-        let url = format!(
-            "{}/manifests/{}",
-            self.repository_url(reference),
-            reference.manifest_reference()
-        );
+        let url = self.manifest_url(reference);
         let response = self
             .send(
                 reference,
