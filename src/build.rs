@@ -97,7 +97,7 @@ pub async fn build(
     .await
     .expect("the scan task does not panic")?;
     progress.report(Event::Scanned {
-        entries: files.entries().len(),
+        entries: files.len(),
     });
     check_total_size(&files)?;
     let secrets = find_secrets(&files, &request.allow_secrets);
@@ -144,28 +144,21 @@ pub async fn build(
     let blob_dir = work_dir.path().to_path_buf();
     let cache = request.use_cache.then(LayerCache::in_user_cache).flatten();
     let added = tokio::task::spawn_blocking(move || {
-        let app: Vec<_> = files
-            .stamped()
-            .filter(|(entry, _)| !entry.is_dependency())
-            .collect();
-        let dependency_entries: Vec<_> = match (&installed_files, local_dependencies) {
-            (Some(installed), _) => installed
-                .stamped()
-                .filter(|(entry, _)| entry.is_dependency())
-                .collect(),
-            (None, true) => files
-                .stamped()
-                .filter(|(entry, _)| entry.is_dependency())
-                .collect(),
-            (None, false) => Vec::new(),
+        let app = LayerFiles {
+            files: &files,
+            dependencies: false,
         };
-        let added = write_app_layers(
-            &dependency_entries,
-            &app,
-            &options,
-            cache.as_ref(),
-            &blob_dir,
-        );
+        let dependency_entries = match (&installed_files, local_dependencies) {
+            (Some(installed), _) => Some(installed),
+            (None, true) => Some(&*files),
+            (None, false) => None,
+        }
+        .map(|files| LayerFiles {
+            files,
+            dependencies: true,
+        })
+        .filter(|layer| layer.stamped().next().is_some());
+        let added = write_app_layers(dependency_entries, app, &options, cache.as_ref(), &blob_dir);
         // The installed tree may be a temporary folder: it must outlive the layer writing.
         drop(dependencies);
         added
@@ -207,7 +200,6 @@ pub const MAX_IMAGE_BYTES: u64 = 10 * 1024 * 1024 * 1024;
 fn check_total_size(files: &FileList) -> Result<()> {
     let total: u64 = files
         .entries()
-        .iter()
         .map(|entry| match entry.kind {
             crate::files::EntryKind::File { size } => size,
             _ => 0,
@@ -241,14 +233,14 @@ pub fn base_location(request: &BuildRequest) -> Result<BaseLocation> {
 /// change leaves the dependency layer's digest, and its upload, untouched. Layers whose input
 /// files are unchanged since an earlier build come from `cache` without being read.
 fn write_app_layers(
-    dependencies: &[(&FileEntry, &ChangeStamp)],
-    app: &[(&FileEntry, &ChangeStamp)],
+    dependencies: Option<LayerFiles>,
+    app: LayerFiles,
     options: &LayerOptions,
     cache: Option<&LayerCache>,
     work_dir: &Path,
 ) -> Result<Vec<AddedLayer>> {
     let mut added = Vec::new();
-    if !dependencies.is_empty() {
+    if let Some(dependencies) = dependencies {
         added.push(AddedLayer {
             blob: cached_layer(dependencies, options, cache, work_dir)?,
             created_by: "lambda-image: COPY node_modules /var/task/node_modules".to_string(),
@@ -314,35 +306,50 @@ fn report_dependencies(summary: &DependencySummary, progress: &dyn Progress) {
     }
 }
 
+/// One layer's share of a file list: its `node_modules` entries, or all the others.
+#[derive(Clone, Copy)]
+struct LayerFiles<'a> {
+    files: &'a FileList,
+    dependencies: bool,
+}
+
+impl<'a> LayerFiles<'a> {
+    fn stamped(self) -> impl Iterator<Item = (FileEntry, ChangeStamp)> + 'a {
+        self.files
+            .stamped()
+            .filter(move |(entry, _)| entry.is_dependency() == self.dependencies)
+    }
+
+    fn entries(self) -> impl Iterator<Item = FileEntry> + 'a {
+        self.stamped().map(|(entry, _)| entry)
+    }
+}
+
 fn cached_layer(
-    entries: &[(&FileEntry, &ChangeStamp)],
+    entries: LayerFiles,
     options: &LayerOptions,
     cache: Option<&LayerCache>,
     work_dir: &Path,
 ) -> Result<LayerBlob> {
     let Some(cache) = cache else {
-        return write_layer(entries.iter().map(|(entry, _)| *entry), options, work_dir);
+        return write_layer(entries.entries(), options, work_dir);
     };
     // Unchanged stamps find the layer without reading a file. Failing that, the files' bytes
     // may still match a cached layer (after a fresh checkout, say), which costs a read but no
     // compression; the stamps are then recorded for next time.
-    let stamp_key = stamp_key(entries.iter().copied(), options);
+    let stamp_key = stamp_key(entries.stamped(), options);
     if let Some(blob) = stamp_key.as_ref().and_then(|key| cache.lookup(key)) {
         debug!(digest = %blob.digest, "layer unchanged; reusing it from the cache");
         return Ok(blob);
     }
-    let content_key = content_key(entries.iter().copied(), options)?;
+    let content_key = content_key(entries.stamped(), options)?;
     let blob = match cache.lookup(&content_key) {
         Some(blob) => {
             debug!(digest = %blob.digest, "layer content unchanged; reusing it from the cache");
             blob
         }
         None => {
-            let written = write_layer(
-                entries.iter().map(|(entry, _)| *entry),
-                options,
-                &cache.scratch_dir(),
-            )?;
+            let written = write_layer(entries.entries(), options, &cache.scratch_dir())?;
             cache.store(&content_key, written)?
         }
     };

@@ -213,16 +213,16 @@ impl LayerCache {
 /// Fingerprints a layer's input by its files' change stamps: every entry's path, kind, mode bit
 /// and stamp, plus the options that shape the bytes. Returns `None` when a file changed within
 /// the racy window, whose stamp cannot be trusted to change with its content.
-pub fn stamp_key<'a>(
-    entries: impl IntoIterator<Item = (&'a FileEntry, &'a ChangeStamp)>,
+pub fn stamp_key(
+    entries: impl IntoIterator<Item = (FileEntry, ChangeStamp)>,
     options: &LayerOptions,
 ) -> Option<Digest> {
     stamp_key_at(entries, options, SystemTime::now())
 }
 
 /// `stamp_key` as seen at time `now`.
-fn stamp_key_at<'a>(
-    entries: impl IntoIterator<Item = (&'a FileEntry, &'a ChangeStamp)>,
+fn stamp_key_at(
+    entries: impl IntoIterator<Item = (FileEntry, ChangeStamp)>,
     options: &LayerOptions,
     now: SystemTime,
 ) -> Option<Digest> {
@@ -237,7 +237,7 @@ fn stamp_key_at<'a>(
         if is_file && (stamp.mtime_ns >= racy_after_ns || stamp.ctime_ns >= racy_after_ns) {
             return None;
         }
-        hash_entry(&mut hasher, entry);
+        hash_entry(&mut hasher, &entry);
         let ChangeStamp {
             size,
             mtime_ns,
@@ -258,13 +258,13 @@ fn stamp_key_at<'a>(
 
 /// Fingerprints a layer's input by its files' contents, which it reads: the key that still
 /// matches after a copy or a checkout has changed every stamp but no byte.
-pub fn content_key<'a>(
-    entries: impl IntoIterator<Item = (&'a FileEntry, &'a ChangeStamp)>,
+pub fn content_key(
+    entries: impl IntoIterator<Item = (FileEntry, ChangeStamp)>,
     options: &LayerOptions,
 ) -> Result<Digest> {
     let mut hasher = key_hasher("contents", options);
     for (entry, _) in entries {
-        hash_entry(&mut hasher, entry);
+        hash_entry(&mut hasher, &entry);
         if matches!(entry.kind, EntryKind::File { .. }) {
             hasher.update(content_digest(&entry.source())?.hex().as_bytes());
         }

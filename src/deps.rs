@@ -1154,19 +1154,19 @@ fn scan_files(
 /// Reads the packages of the `node_modules` tree among `files`. Symlinks are not followed, so
 /// pnpm's links to its virtual store count once, where the real folders are.
 fn tree_of(files: &FileList) -> Result<Tree, DepsError> {
+    const PREFIX: &str = "node_modules/";
     let node_modules = files.root().join(NODE_MODULES);
     let entries = || {
-        files.entries().iter().filter_map(|entry| {
-            let relative = entry.path.strip_prefix("node_modules/")?;
-            Some((relative, &entry.kind))
-        })
+        files
+            .entries()
+            .filter(|entry| entry.path.starts_with(PREFIX))
     };
-    // The folders that contain a package.json. The list puts a folder before its contents, so
-    // they are found first.
-    let manifest_folders: HashSet<&str> = entries()
-        .filter(|(_, kind)| matches!(kind, EntryKind::File { .. }))
-        .filter_map(|(path, _)| match path.rsplit_once('/') {
-            Some((folder, PACKAGE_JSON)) => Some(folder),
+    // The folders that contain a package.json, collected in a first pass because the list
+    // puts a folder before its package.json.
+    let manifest_folders: HashSet<String> = entries()
+        .filter(|entry| matches!(entry.kind, EntryKind::File { .. }))
+        .filter_map(|entry| match entry.path[PREFIX.len()..].rsplit_once('/') {
+            Some((folder, PACKAGE_JSON)) => Some(folder.to_string()),
             _ => None,
         })
         .collect();
@@ -1174,7 +1174,8 @@ fn tree_of(files: &FileList) -> Result<Tree, DepsError> {
     let mut tree = Tree::default();
     // The packages that enclose the current entry, innermost last, with their depths.
     let mut enclosing: Vec<(usize, usize)> = Vec::new();
-    for (relative, kind) in entries() {
+    for entry in entries() {
+        let (relative, kind) = (&entry.path[PREFIX.len()..], &entry.kind);
         let parts: Vec<&str> = relative.split('/').collect();
         let depth = parts.len();
         while enclosing.last().is_some_and(|(outer, _)| *outer >= depth) {

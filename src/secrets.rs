@@ -80,12 +80,11 @@ pub fn find_secrets(files: &FileList, allowed: &[String]) -> Vec<SecretFinding> 
     let allowed: Vec<&str> = allowed.iter().map(|path| normalize(path)).collect();
     files
         .entries()
-        .iter()
         .filter(|entry| !in_node_modules(&entry.path))
         .filter(|entry| !allowed.contains(&entry.path.as_str()))
         .filter_map(|entry| {
-            secret_kind(entry).map(|kind| SecretFinding {
-                path: entry.path.clone(),
+            secret_kind(&entry).map(|kind| SecretFinding {
+                path: entry.path,
                 kind,
             })
         })

@@ -4,6 +4,7 @@
 mod gzip;
 mod tar_writer;
 
+use std::borrow::Borrow;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -65,8 +66,8 @@ pub struct LayerBlob {
 }
 
 /// Writes `entries` as one layer under [`TASK_ROOT`] into `blob_dir`, named by its digest.
-pub fn write_layer<'a>(
-    entries: impl IntoIterator<Item = &'a FileEntry>,
+pub fn write_layer(
+    entries: impl IntoIterator<Item = impl Borrow<FileEntry>>,
     options: &LayerOptions,
     blob_dir: &Path,
 ) -> Result<LayerBlob> {
@@ -82,7 +83,7 @@ pub fn write_layer<'a>(
 
     let mut entry_count = 0;
     for entry in entries {
-        tar.append(entry)?;
+        tar.append(entry.borrow())?;
         entry_count += 1;
     }
 
