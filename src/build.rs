@@ -175,6 +175,7 @@ pub async fn build(
             digest: &layer.blob.digest,
             size: layer.blob.size,
             entries: layer.blob.entry_count,
+            reused: layer.reused,
         });
     }
 
@@ -241,14 +242,18 @@ fn write_app_layers(
 ) -> Result<Vec<AddedLayer>> {
     let mut added = Vec::new();
     if let Some(dependencies) = dependencies {
+        let (blob, reused) = cached_layer(dependencies, options, cache, work_dir)?;
         added.push(AddedLayer {
-            blob: cached_layer(dependencies, options, cache, work_dir)?,
+            blob,
             created_by: "lambda-image: COPY node_modules /var/task/node_modules".to_string(),
+            reused,
         });
     }
+    let (blob, reused) = cached_layer(app, options, cache, work_dir)?;
     added.push(AddedLayer {
-        blob: cached_layer(app, options, cache, work_dir)?,
+        blob,
         created_by: "lambda-image: COPY app files /var/task".to_string(),
+        reused,
     });
     Ok(added)
 }
@@ -325,14 +330,15 @@ impl<'a> LayerFiles<'a> {
     }
 }
 
+/// Returns the layer of `entries`, and whether it came from `cache` rather than being written.
 fn cached_layer(
     entries: LayerFiles,
     options: &LayerOptions,
     cache: Option<&LayerCache>,
     work_dir: &Path,
-) -> Result<LayerBlob> {
+) -> Result<(LayerBlob, bool)> {
     let Some(cache) = cache else {
-        return write_layer(entries.entries(), options, work_dir);
+        return Ok((write_layer(entries.entries(), options, work_dir)?, false));
     };
     // Unchanged stamps find the layer without reading a file. Failing that, the files' bytes
     // may still match a cached layer (after a fresh checkout, say), which costs a read but no
@@ -340,23 +346,23 @@ fn cached_layer(
     let stamp_key = stamp_key(entries.stamped(), options);
     if let Some(blob) = stamp_key.as_ref().and_then(|key| cache.lookup(key)) {
         debug!(digest = %blob.digest, "layer unchanged; reusing it from the cache");
-        return Ok(blob);
+        return Ok((blob, true));
     }
     let content_key = content_key(entries.stamped(), options)?;
-    let blob = match cache.lookup(&content_key) {
+    let (blob, reused) = match cache.lookup(&content_key) {
         Some(blob) => {
             debug!(digest = %blob.digest, "layer content unchanged; reusing it from the cache");
-            blob
+            (blob, true)
         }
         None => {
             let written = write_layer(entries.entries(), options, &cache.scratch_dir())?;
-            cache.store(&content_key, written)?
+            (cache.store(&content_key, written)?, false)
         }
     };
     if let Some(key) = &stamp_key {
         cache.alias(key, &blob)?;
     }
-    Ok(blob)
+    Ok((blob, reused))
 }
 
 /// Reads `SOURCE_DATE_EPOCH`, the reproducible-builds convention for a fixed timestamp.

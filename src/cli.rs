@@ -45,6 +45,10 @@ pub enum Command {
         dir: PathBuf,
         /// The image reference to push to: host[:port]/repository[:tag].
         image: String,
+        /// Also push an image index of all platforms, as TAG-index, for users outside Lambda,
+        /// which rejects indexes.
+        #[arg(long)]
+        index: bool,
         #[command(flatten)]
         options: ImageOptions,
         #[command(flatten)]
@@ -60,6 +64,10 @@ pub enum Command {
         /// The tag recorded in the layout's index.json.
         #[arg(long, default_value = "latest", value_parser = parse_tag)]
         tag: String,
+        /// Also write an image index of all platforms, as TAG-index, for users outside Lambda,
+        /// which rejects indexes.
+        #[arg(long)]
+        index: bool,
         #[command(flatten)]
         options: ImageOptions,
     },
@@ -166,9 +174,8 @@ pub struct ImageOptions {
     #[arg(long)]
     pub no_cache: bool,
 
-    /// Also push (or write) an image index of all platforms, as TAG-index, for users outside
-    /// Lambda, which rejects indexes.
-    #[arg(long)]
+    /// The `--index` of `push` and `build`, which the other commands do not take.
+    #[arg(skip)]
     pub index: bool,
 
     /// gzip level for the app's layers, 0 (none) to 9 (smallest).

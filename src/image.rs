@@ -31,6 +31,8 @@ pub struct Layer {
 pub struct AddedLayer {
     pub blob: LayerBlob,
     pub created_by: String,
+    /// Whether the layer came from the build cache rather than being written by this build.
+    pub reused: bool,
 }
 
 /// A built image: config and manifest bytes, serialized once, and its layers.
@@ -319,6 +321,7 @@ mod tests {
                 path: PathBuf::from("/nonexistent"),
             },
             created_by: "lambda-image: app files".to_string(),
+            reused: false,
         }]
     }
 

@@ -102,9 +102,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Push {
             dir,
             image,
-            options,
+            index,
+            mut options,
             ecr,
         } => {
+            options.index = index;
             push(&dir, &image, &options, &ecr, client, &progress).await?;
             prune_to_cap();
             Ok(ExitCode::SUCCESS)
@@ -113,8 +115,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             dir,
             output,
             tag,
-            options,
+            index,
+            mut options,
         } => {
+            options.index = index;
             build_layout(&dir, &output, &tag, &options, &client, &progress).await?;
             prune_to_cap();
             Ok(ExitCode::SUCCESS)

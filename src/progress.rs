@@ -13,12 +13,14 @@ pub enum Event<'a> {
         packages: usize,
         bytes: u64,
     },
-    /// A layer was written: `name` is `dependencies` or `app`.
+    /// A layer is ready: `name` is `dependencies` or `app`, and `reused` is set when the layer
+    /// came from the build cache rather than being written.
     LayerWritten {
         name: &'a str,
         digest: &'a Digest,
         size: u64,
         entries: usize,
+        reused: bool,
     },
     /// The registry already had the blob.
     BlobPresent { digest: &'a Digest, size: u64 },

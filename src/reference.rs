@@ -116,7 +116,12 @@ impl FromStr for Reference {
 
         let (rest, digest) = match value.split_once('@') {
             Some((rest, digest)) => {
-                let digest = digest.parse::<Digest>().map_err(|e| error(e.reason))?;
+                let digest = digest.parse::<Digest>().map_err(|e| {
+                    error(&format!(
+                        "`{digest}` after `@` is not a digest: {} (a tag cannot contain `@`)",
+                        e.reason
+                    ))
+                })?;
                 (rest, Some(digest))
             }
             None => (value, None),
@@ -359,6 +364,16 @@ mod tests {
         ] {
             assert!(value.parse::<Reference>().is_err(), "{value} parsed");
         }
+    }
+
+    #[test]
+    fn parse_names_the_part_after_at() {
+        let error = "localhost:5000/app:v@1".parse::<Reference>().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid image reference `localhost:5000/app:v@1`: `1` after `@` is not a digest: \
+             expected `sha256:` followed by 64 hex characters (a tag cannot contain `@`)"
+        );
     }
 
     #[test]

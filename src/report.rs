@@ -63,9 +63,11 @@ impl Progress for StderrProgress {
                 digest,
                 size,
                 entries,
+                reused,
             } => {
                 format!(
-                    "built {name} layer {} ({}, {entries} entries)",
+                    "{} {name} layer {} ({}, {entries} entries)",
+                    if reused { "reused cached" } else { "built" },
                     short(digest),
                     megabytes(size)
                 )

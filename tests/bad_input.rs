@@ -563,6 +563,27 @@ fn bad_input_fails_cleanly() {
     );
 }
 
+/// A push to a port where nothing listens is more likely a wrong address than a registry
+/// restarting: each request fails after one retry, not after the whole backoff.
+#[test]
+fn closed_registry_port_fails_after_one_retry() {
+    let fixture = Fixture::new(Arc::new(accepting_registry()));
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let image = format!("{closed}/app:latest");
+
+    let run = fixture
+        .sandbox
+        .run(&push_args(&fixture.app, &image, &[]), CASE_TIME_LIMIT);
+
+    run.assert_failure(1, &[&closed.to_string(), "Connection refused"]);
+    // Requests sent in parallel each retry once.
+    assert!(run.stderr.contains("retrying"), "{run}");
+    assert!(!run.stderr.contains("attempt=2"), "{run}");
+}
+
 /// Two builds that write the same layout at once must each succeed or fail cleanly, and the
 /// layout they leave must be valid and contain the image that a successful build printed.
 #[test]

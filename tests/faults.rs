@@ -554,6 +554,13 @@ fn warm_push_sends_only_heads() {
         first.pushed_digest(&fixture.image()),
         second.pushed_digest(&fixture.image())
     );
+    let (first_log, second_log) = (first.stderr(), second.stderr());
+    assert!(first_log.contains("built app layer"), "{first_log}");
+    assert!(
+        second_log.contains("reused cached app layer"),
+        "{second_log}"
+    );
+    assert!(!second_log.contains("built "), "{second_log}");
     let log = fixture.proxy.log();
     let requests = fixture.proxy.requests();
     for request in &requests {

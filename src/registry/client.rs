@@ -1,7 +1,7 @@
 //! The registry HTTP API (OCI distribution spec): manifests, blob checks, uploads and
 //! mounts, with the Basic and Bearer token authentication flows.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -24,6 +24,9 @@ pub const MAX_MANIFEST_SIZE: usize = 4 * 1024 * 1024;
 
 /// Largest token or error response read into memory.
 const MAX_SMALL_BODY: usize = 1024 * 1024;
+
+/// Attempts to connect to a registry that has not sent a response yet in this run.
+const FIRST_CONTACT_ATTEMPTS: u32 = 2;
 
 /// The permission a request needs on a repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -91,6 +94,8 @@ pub struct RegistryClient {
     authorizations: Mutex<HashMap<(String, String), String>>,
     /// Held while a token is fetched, so parallel requests share one.
     authorizing: tokio::sync::Mutex<()>,
+    /// The registries that have sent a response during this run.
+    reached: Mutex<HashSet<String>>,
 }
 
 impl RegistryClient {
@@ -129,6 +134,7 @@ impl RegistryClient {
             credentials: Mutex::new(HashMap::new()),
             authorizations: Mutex::new(HashMap::new()),
             authorizing: tokio::sync::Mutex::new(()),
+            reached: Mutex::new(HashSet::new()),
         })
     }
 
@@ -592,6 +598,19 @@ impl RegistryClient {
                 request = request.header(AUTHORIZATION, value);
             }
             let outcome = request.send().await;
+            // A registry that has not responded yet is more likely a wrong address or port than
+            // a registry restarting, so a failed connection to it is retried once, not for the
+            // whole backoff of about half a minute.
+            let attempts = match &outcome {
+                Ok(_) => {
+                    lock(&self.reached).insert(registry.to_string());
+                    attempts
+                }
+                Err(error) if error.is_connect() && !lock(&self.reached).contains(registry) => {
+                    attempts.min(FIRST_CONTACT_ATTEMPTS)
+                }
+                Err(_) => attempts,
+            };
             let retry_after = match &outcome {
                 Ok(response) if is_retryable_status(response.status()) => {
                     Some(retry_after(response.headers()))
