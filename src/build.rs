@@ -12,7 +12,7 @@ use crate::deps::{
 };
 use crate::dockerignore::DockerIgnore;
 use crate::error::{Error, Result};
-use crate::files::{ChangeStamp, FileEntry, FileList};
+use crate::files::{is_dependency_path, ChangeStamp, FileEntry, FileList};
 use crate::handler::{self, Handler, ResolvedHandler};
 use crate::image::{assemble, AddedLayer, ConfigChanges, Image};
 use crate::layer::{write_layer, LayerBlob, LayerOptions, DEFAULT_EPOCH};
@@ -199,13 +199,7 @@ pub const MAX_IMAGE_BYTES: u64 = 10 * 1024 * 1024 * 1024;
 
 /// Fails before anything is read when the app's files alone exceed what Lambda accepts.
 fn check_total_size(files: &FileList) -> Result<()> {
-    let total: u64 = files
-        .entries()
-        .map(|entry| match entry.kind {
-            crate::files::EntryKind::File { size } => size,
-            _ => 0,
-        })
-        .sum();
+    let total = files.file_bytes();
     if total > MAX_IMAGE_BYTES {
         return Err(Error::AppDirectory {
             path: files.root().to_path_buf(),
@@ -321,8 +315,7 @@ struct LayerFiles<'a> {
 impl<'a> LayerFiles<'a> {
     fn stamped(self) -> impl Iterator<Item = (FileEntry, ChangeStamp)> + 'a {
         self.files
-            .stamped()
-            .filter(move |(entry, _)| entry.is_dependency() == self.dependencies)
+            .stamped_matching(move |path| is_dependency_path(path) == self.dependencies)
     }
 
     fn entries(self) -> impl Iterator<Item = FileEntry> + 'a {

@@ -1156,11 +1156,7 @@ fn scan_files(
 fn tree_of(files: &FileList) -> Result<Tree, DepsError> {
     const PREFIX: &str = "node_modules/";
     let node_modules = files.root().join(NODE_MODULES);
-    let entries = || {
-        files
-            .entries()
-            .filter(|entry| entry.path.starts_with(PREFIX))
-    };
+    let entries = || files.entries_matching(|path| path.starts_with(PREFIX));
     // The folders that contain a package.json, collected in a first pass because the list
     // puts a folder before its package.json.
     let manifest_folders: HashSet<String> = entries()

@@ -79,9 +79,7 @@ impl fmt::Display for SecretFinding {
 pub fn find_secrets(files: &FileList, allowed: &[String]) -> Vec<SecretFinding> {
     let allowed: Vec<&str> = allowed.iter().map(|path| normalize(path)).collect();
     files
-        .entries()
-        .filter(|entry| !in_node_modules(&entry.path))
-        .filter(|entry| !allowed.contains(&entry.path.as_str()))
+        .entries_matching(|path| !in_node_modules(path) && !allowed.contains(&path))
         .filter_map(|entry| {
             secret_kind(&entry).map(|kind| SecretFinding {
                 path: entry.path,
