@@ -9,7 +9,7 @@ for the push, and measures three cold pushes with an empty cache:
 
 - the app, as bench/run's cold scenario pushes it;
 - a two-file app, whose push is almost only the copy of the base between the registries;
-- the app into the registry that holds the base, where the base layers are mounted, not copied.
+- the app into the registry that serves the base, where the base layers are mounted, not copied.
 
 For each it reports the wall-clock time, the CPU time of lambda-image, of the registry that
 receives the push and of the one that serves the base, and the busy time of the whole machine
@@ -53,8 +53,8 @@ def process_seconds(pid):
 def measure(argv, environment_variables, receiving=None, serving=None):
     """Run ARGV and return its wall time, its CPU time, each given registry's and the machine's.
 
-    RECEIVING is the registry that the command pushes to and SERVING the one that serves the
-    base; a registry that is both is passed once, as RECEIVING.
+    RECEIVING is the registry that the command pushes to, and SERVING the one that serves the
+    base. A registry that does both is passed once, as RECEIVING.
     """
     registries = [receiving, serving]
     subprocess.run(["sync"], check=True)
