@@ -120,6 +120,7 @@ fn added_layer() -> AddedLayer {
             path: PathBuf::from("/nonexistent/layer.tar.gz"),
         },
         created_by: "lambda-image fuzz: app files".to_string(),
+        reused: false,
     }
 }
 
