@@ -271,14 +271,15 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::write(path, bytes).map_err(|e| Error::io("write", path, e))
 }
 
+/// Copies a layer blob into the layout as a new file with the umask's mode. A hard link would
+/// share the cache's private (0600) file, and an edit of the layout would change the cache.
+/// `io::copy` between two files uses `copy_file_range`, so the kernel copies the data, or
+/// shares it on file systems that support that.
 fn copy_file(from: &Path, to: &Path) -> Result<()> {
-    // A hard link costs nothing when both are on one file system; blobs are never modified.
-    if fs::hard_link(from, to).is_ok() {
-        return Ok(());
-    }
-    fs::copy(from, to)
-        .map(|_| ())
-        .map_err(|e| Error::io("copy", from, e))
+    let mut source = fs::File::open(from).map_err(|e| Error::io("read", from, e))?;
+    let mut destination = fs::File::create(to).map_err(|e| Error::io("write", to, e))?;
+    std::io::copy(&mut source, &mut destination).map_err(|e| Error::io("copy", from, e))?;
+    Ok(())
 }
 
 async fn copy_base_blob(

@@ -390,6 +390,8 @@ async fn start_base_transfers(
         bases: Vec::new(),
         tasks: Vec::new(),
     };
+    // A layer that two platforms' bases share is sent by the first transfer only.
+    let mut claimed: HashSet<Digest> = HashSet::new();
     for platform in parse_platforms(&options.platform, options.index)? {
         let request = build_request(dir, options, platform.clone())?;
         let location = lambda_image::build::base_location(&request)?;
@@ -399,7 +401,14 @@ async fn start_base_transfers(
             client.clone(),
             target.clone(),
             Arc::new(base.clone()),
+            claimed.clone(),
             progress,
+        );
+        claimed.extend(
+            base.manifest
+                .layers
+                .iter()
+                .map(|layer| layer.digest.clone()),
         );
         transfers.tasks.push(AbortOnDrop(tokio::spawn(task)));
         transfers.bases.push(base);

@@ -278,3 +278,43 @@ fn engines_mismatch_is_a_warning() {
         "{message}"
     );
 }
+
+/// A layout's layer blobs are files of their own with the umask's mode, like its index.json:
+/// not links to the cache's private blobs, which an edit of the layout would change.
+#[test]
+fn layout_blobs_are_independent_files() {
+    use std::os::unix::fs::MetadataExt;
+
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let app = work.path().join("app");
+    fs::create_dir(&app).unwrap();
+    fs::write(
+        app.join("package.json"),
+        r#"{"name": "app", "version": "1.0.0"}"#,
+    )
+    .unwrap();
+    fs::write(app.join("index.js"), "exports.handler = async () => 1;\n").unwrap();
+    let layout = work.path().join("layout");
+    let args = [
+        "build",
+        app.to_str().unwrap(),
+        "--output",
+        layout.to_str().unwrap(),
+        "--base",
+        &base(),
+        "--handler",
+        "index.handler",
+        "-q",
+    ];
+
+    let output = run(&args, &cache);
+
+    assert!(output.status.success(), "{}", stderr(&output));
+    let index_mode = fs::metadata(layout.join("index.json")).unwrap().mode() & 0o777;
+    for blob in fs::read_dir(layout.join("blobs/sha256")).unwrap() {
+        let metadata = blob.unwrap().metadata().unwrap();
+        assert_eq!(metadata.nlink(), 1, "{metadata:?}");
+        assert_eq!(metadata.mode() & 0o777, index_mode, "{metadata:?}");
+    }
+}

@@ -542,6 +542,41 @@ fn two_platforms_push_one_tag_each() {
     assert_eq!(index["config"]["architecture"], "arm64");
 }
 
+/// A base layer that both platforms' bases contain is uploaded once. The two transfers start
+/// together, so without care both find the layer missing and both send it.
+#[test]
+fn two_platforms_send_a_shared_base_layer_once() {
+    let registry = Registry::start();
+    let layout = base_layout("base");
+    let base = format!("oci:{}:{BASE_TAG}", layout.display());
+    let image = format!("{}/shared:v1", registry.host());
+
+    let output = lambda_image(&[
+        "push",
+        example_app().to_str().unwrap(),
+        &image,
+        "--base",
+        &base,
+        "--platform",
+        "linux/amd64,linux/arm64",
+    ]);
+
+    assert_success(&output);
+    let log = stderr(&output);
+    let uploaded: Vec<&str> = log
+        .lines()
+        .filter_map(|line| line.strip_prefix("uploaded "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    let distinct: std::collections::BTreeSet<&str> = uploaded.iter().copied().collect();
+    assert!(!uploaded.is_empty(), "{log}");
+    assert_eq!(
+        uploaded.len(),
+        distinct.len(),
+        "a blob uploaded twice:\n{log}"
+    );
+}
+
 #[test]
 fn index_needs_two_platforms() {
     let output = lambda_image(&[

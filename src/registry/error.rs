@@ -105,6 +105,12 @@ impl RegistryError {
         if self.has_code("NAME_UNKNOWN") {
             return Some("check the repository name, or create the repository first".to_string());
         }
+        if self.has_code("MANIFEST_UNKNOWN") {
+            return Some(
+                "check the reference: the registry has no image under this tag or digest"
+                    .to_string(),
+            );
+        }
         if self.has_code("MANIFEST_INVALID") || self.has_code("MANIFEST_BLOB_UNKNOWN") {
             return Some("the registry rejected the manifest; run again with -v and report it if it persists".to_string());
         }
@@ -168,6 +174,17 @@ mod tests {
             "registry localhost:5000: push manifest to app failed (HTTP 404): NAME_UNKNOWN repository name not known to registry; check the repository name, or create the repository first"
         );
         assert!(!error.is_retryable());
+    }
+
+    #[test]
+    fn unknown_manifest_says_what_to_check() {
+        let error = RegistryError::new("localhost:5000", "pull manifest app:nothere")
+            .with_status(404)
+            .with_body(br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#);
+        assert_eq!(
+            error.to_string(),
+            "registry localhost:5000: pull manifest app:nothere failed (HTTP 404): MANIFEST_UNKNOWN manifest unknown; check the reference: the registry has no image under this tag or digest"
+        );
     }
 
     #[test]

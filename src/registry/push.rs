@@ -13,6 +13,7 @@ use crate::blob;
 use crate::digest::Digest;
 use crate::error::Result;
 use crate::image::{Image, LayerSource};
+use crate::manifest::Descriptor;
 use crate::progress::{Event, Progress};
 use crate::reference::Reference;
 
@@ -31,7 +32,7 @@ const MANIFEST_ATTEMPTS: u32 = 3;
 enum Blob {
     Config(Arc<Vec<u8>>),
     File(std::path::PathBuf),
-    Base(crate::manifest::Descriptor),
+    Base(Descriptor),
 }
 
 /// Pushes `image` to `target` and returns the manifest digest. The blobs in `present` were
@@ -128,15 +129,24 @@ pub async fn push_image(
 }
 
 /// Makes the base image's layers present in `target`, mounting or streaming each that is
-/// missing, and returns their digests. Run while the app's layers are still being built, it
-/// takes the base's transfer, often the largest, off the critical path.
+/// missing, except those in `skip`, and returns the digests of the layers it handled. Run
+/// while the app's layers are still being built, it takes the base's transfer, often the
+/// largest, off the critical path.
 pub async fn push_base_layers(
     client: Arc<RegistryClient>,
     target: Reference,
     base: Arc<BaseImage>,
+    skip: HashSet<Digest>,
     progress: Arc<dyn Progress>,
 ) -> Result<Vec<Digest>> {
-    let layers = base.manifest.layers.clone();
+    let layers: Vec<Descriptor> = base
+        .manifest
+        .layers
+        .iter()
+        .filter(|layer| !skip.contains(&layer.digest))
+        .cloned()
+        .collect();
+    let digests = layers.iter().map(|layer| layer.digest.clone()).collect();
     stream::iter(layers)
         .map(|descriptor| {
             let client = client.clone();
@@ -160,12 +170,7 @@ pub async fn push_base_layers(
         .buffer_unordered(PARALLEL_UPLOADS)
         .try_collect::<Vec<()>>()
         .await?;
-    Ok(base
-        .manifest
-        .layers
-        .iter()
-        .map(|layer| layer.digest.clone())
-        .collect())
+    Ok(digests)
 }
 
 async fn push_blob(
