@@ -219,8 +219,8 @@ fn buildx_finding(platform_manifest: Option<&str>) -> Finding {
     let by_digest = platform_manifest
         .map(|digest| {
             format!(
-                ", or deploy the linux/amd64 manifest by digest (`@{digest}`), which the other \
-                 findings describe"
+                ", or deploy the linux/amd64 manifest by digest (`@{digest}`), on which the \
+                 other checks ran"
             )
         })
         .unwrap_or_default();

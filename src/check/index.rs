@@ -79,7 +79,7 @@ fn index_finding(
     let by_digest = chosen
         .map(|descriptor| {
             format!(
-                ", or deploy the {platform} manifest by digest (`@{}`), which the other findings describe",
+                ", or deploy the {platform} manifest by digest (`@{}`), on which the other checks ran",
                 descriptor.digest
             )
         })
