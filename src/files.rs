@@ -320,8 +320,8 @@ impl Packed {
         self.last.push_str(suffix);
     }
 
-    /// Adds the records of `other` after these. Its first record shares nothing with the
-    /// path before it, since nothing came before it in `other`, so it reads the same here.
+    /// Adds the records of `other` after these. `other` started empty, so its first record
+    /// stores its whole path and decodes the same after these records as it did there.
     fn append(&mut self, mut other: Packed) {
         self.records.append(&mut other.records);
         self.text.push_str(&other.text);
@@ -781,7 +781,7 @@ mod tests {
         let written = [
             ("a", EntryKind::Directory),
             ("a/b.js", EntryKind::File { size: 7 }),
-            // These two share one byte, which is half of a character.
+            // é and è share their first UTF-8 byte, so the shared prefix must stop before it.
             ("a/\u{e9}t\u{e9}.js", EntryKind::File { size: 0 }),
             ("a/\u{e8}.js", EntryKind::File { size: u64::MAX }),
             (
@@ -801,7 +801,7 @@ mod tests {
             };
             packed.push(path, kind.clone(), index % 2 == 0, stamp);
         }
-        // A part walked elsewhere follows them as it was written.
+        // A part that another thread walked is appended after them.
         let mut part = Packed::default();
         part.push("b/c", EntryKind::Directory, true, ChangeStamp::default());
         packed.append(part);

@@ -32,6 +32,17 @@ fn base() -> String {
     format!("oci:{}:{BASE_TAG}", base_layout("base").display())
 }
 
+/// Writes an app folder at `dir` with a package.json and `index_js` as index.js.
+fn write_app(dir: &Path, index_js: &str) {
+    fs::create_dir(dir).unwrap();
+    fs::write(
+        dir.join("package.json"),
+        r#"{"name":"app","version":"1.0.0"}"#,
+    )
+    .unwrap();
+    fs::write(dir.join("index.js"), index_js).unwrap();
+}
+
 fn shared_cache() -> std::path::PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-cache")
 }
@@ -91,17 +102,10 @@ fn invoke_event_file_and_handler_error() {
     );
 
     let broken = dir.path().join("broken");
-    fs::create_dir(&broken).unwrap();
-    fs::write(
-        broken.join("package.json"),
-        r#"{"name":"broken","version":"1.0.0"}"#,
-    )
-    .unwrap();
-    fs::write(
-        broken.join("index.js"),
+    write_app(
+        &broken,
         "exports.handler = async () => { throw new TypeError('boom'); };\n",
-    )
-    .unwrap();
+    );
     let output = run(
         &["invoke", broken.to_str().unwrap(), "--base", &base(), "-q"],
         dir.path(),
@@ -288,13 +292,7 @@ fn layout_blobs_are_independent_files() {
     let work = tempfile::tempdir().unwrap();
     let cache = work.path().join("cache");
     let app = work.path().join("app");
-    fs::create_dir(&app).unwrap();
-    fs::write(
-        app.join("package.json"),
-        r#"{"name": "app", "version": "1.0.0"}"#,
-    )
-    .unwrap();
-    fs::write(app.join("index.js"), "exports.handler = async () => 1;\n").unwrap();
+    write_app(&app, "exports.handler = async () => 1;\n");
     let layout = work.path().join("layout");
     let args = [
         "build",

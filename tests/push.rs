@@ -497,21 +497,28 @@ fn bad_input_fails_with_one_line_and_pushes_nothing() {
     assert!(missing.is_err(), "a failed push left a manifest behind");
 }
 
+/// Pushes the example app to `image` on `base` for linux/amd64 and linux/arm64.
+fn push_two_platforms(image: &str, base: &str, extra: &[&str]) -> Output {
+    let app = example_app();
+    let mut args = vec![
+        "push",
+        app.to_str().unwrap(),
+        image,
+        "--base",
+        base,
+        "--platform",
+        "linux/amd64,linux/arm64",
+    ];
+    args.extend_from_slice(extra);
+    lambda_image(&args)
+}
+
 #[test]
 fn two_platforms_push_one_tag_each() {
     let registry = Registry::start();
     let base = base_in(&registry, "base");
     let image = format!("{}/multi:v1", registry.host());
-    let output = lambda_image(&[
-        "push",
-        example_app().to_str().unwrap(),
-        &image,
-        "--base",
-        &base,
-        "--platform",
-        "linux/amd64,linux/arm64",
-        "--index",
-    ]);
+    let output = push_two_platforms(&image, &base, &["--index"]);
     assert_success(&output);
     let text = stdout(&output);
     let lines: Vec<&str> = text.lines().collect();
@@ -551,15 +558,7 @@ fn two_platforms_send_a_shared_base_layer_once() {
     let base = format!("oci:{}:{BASE_TAG}", layout.display());
     let image = format!("{}/shared:v1", registry.host());
 
-    let output = lambda_image(&[
-        "push",
-        example_app().to_str().unwrap(),
-        &image,
-        "--base",
-        &base,
-        "--platform",
-        "linux/amd64,linux/arm64",
-    ]);
+    let output = push_two_platforms(&image, &base, &[]);
 
     assert_success(&output);
     let log = stderr(&output);

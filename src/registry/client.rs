@@ -200,8 +200,7 @@ impl RegistryClient {
         let response = self
             .request_manifest(reference, Method::HEAD, &operation)
             .await?;
-        Ok(header_string(response.headers(), "docker-content-digest")
-            .and_then(|value| value.parse().ok()))
+        Ok(content_digest(response.headers()))
     }
 
     /// Returns the digest of the manifest that `reference` names in a repository this run
@@ -216,8 +215,7 @@ impl RegistryClient {
             .send_manifest_request(reference, Method::HEAD, Access::Push, &operation)
             .await?;
         match response.status() {
-            StatusCode::OK => Ok(header_string(response.headers(), "docker-content-digest")
-                .and_then(|value| value.parse().ok())),
+            StatusCode::OK => Ok(content_digest(response.headers())),
             StatusCode::NOT_FOUND => Ok(None),
             _ => Err(status_error(response, reference.registry(), &operation).await),
         }
@@ -603,7 +601,10 @@ impl RegistryClient {
             // whole backoff of about half a minute.
             let attempts = match &outcome {
                 Ok(_) => {
-                    lock(&self.reached).insert(registry.to_string());
+                    let mut reached = lock(&self.reached);
+                    if !reached.contains(registry) {
+                        reached.insert(registry.to_string());
+                    }
                     attempts
                 }
                 Err(error) if error.is_connect() && !lock(&self.reached).contains(registry) => {
@@ -815,6 +816,11 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Reads the `Docker-Content-Digest` header, `None` when it is missing or not a sha256 digest.
+fn content_digest(headers: &HeaderMap) -> Option<Digest> {
+    header_string(headers, "docker-content-digest").and_then(|value| value.parse().ok())
 }
 
 fn header_string<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
